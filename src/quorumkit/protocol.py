@@ -1,0 +1,201 @@
+"""The sans-I/O protocol contract every quorumkit protocol implements.
+
+Rules of this module (DESIGN.md, "The protocol contract"):
+
+1. A :class:`Protocol` instance is the logic of *one* node. It never performs I/O, never reads a
+   clock, never sleeps, never starts a thread and never touches the global ``random``: it acts
+   only through the :class:`Context` it is handed with each input.
+2. Inputs are method calls by a driver (the simulator or the asyncio runtime):
+   :meth:`Protocol.on_start`, :meth:`Protocol.on_recover`, :meth:`Protocol.on_message`,
+   :meth:`Protocol.on_timer`, :meth:`Protocol.on_client`.
+3. Outputs go through the context only: ``send``, ``broadcast``, ``set_timer``,
+   ``cancel_timer``, ``reply``, ``storage`` writes, ``trace``; ``now()`` and ``rng`` are the
+   only sources of time and randomness.
+4. **Durability ordering.** Sends and replies made while handling one input are released only
+   after that input's storage writes (those made with ``sync=True``, the default) are durable.
+   A driver may group many inputs into one durable commit (one fsync) before releasing their
+   effects. A protocol may therefore send a vote right after persisting it, in the same handler.
+5. **Determinism.** Same state + same input + same ``rng`` draws give the same outputs. State is
+   plain data so that it can be deep-copied, compared and hashed.
+6. Messages are frozen dataclasses declared with :func:`quorumkit.codec.message`. A message that
+   fails validation is dropped and counted by the driver; it never reaches ``on_message``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import random
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A client command or read handed to a node by a driver.
+
+    ``request_id`` is unique within the driver and is how the driver routes the reply.
+    ``command`` is opaque to the consensus protocol (any msgpack-encodable value).
+    """
+
+    request_id: int
+    command: Any
+
+
+@dataclass(slots=True)
+class StoredState:
+    """What survives a crash: the durable storage of one node, handed to ``on_recover``.
+
+    ``hard`` holds named values (``current_term``, ``voted_for``, ...). ``log`` holds the log
+    entries from ``log_start`` on (entry ``log[i]`` has index ``log_start + i``); entries before
+    ``log_start`` were compacted into ``snapshot``.
+    """
+
+    hard: dict[str, Any] = field(default_factory=dict)
+    log_start: int = 1
+    log: list[Any] = field(default_factory=list)
+    snapshot: Any = None
+
+    def is_empty(self) -> bool:
+        return not self.hard and not self.log and self.snapshot is None
+
+
+class Storage(abc.ABC):
+    """The durable storage a protocol writes to (hard state, a log, one snapshot).
+
+    Values written must not be mutated afterwards (store immutable values: tuples, frozen
+    dataclasses, numbers, strings). ``sync=False`` marks a write that need not be durable before
+    the effects of the current input are released; it may be lost in a crash that loses
+    unsynced writes, until a later synced write makes everything before it durable.
+    """
+
+    @abc.abstractmethod
+    def put(self, key: str, value: Any, *, sync: bool = True) -> None:
+        """Set hard-state value ``key``."""
+
+    @abc.abstractmethod
+    def log_append(self, index: int, entries: Sequence[Any], *, sync: bool = True) -> None:
+        """Write ``entries`` at ``index``, ``index + 1``, ...; entries at and after ``index``
+        that were there before are discarded first (truncate-then-append)."""
+
+    @abc.abstractmethod
+    def log_truncate(self, index: int, *, sync: bool = True) -> None:
+        """Discard log entries at ``index`` and after."""
+
+    @abc.abstractmethod
+    def save_snapshot(self, snapshot: Any, upto_index: int, *, sync: bool = True) -> None:
+        """Store ``snapshot`` covering entries up to ``upto_index`` and drop those entries."""
+
+    @abc.abstractmethod
+    def load(self) -> StoredState:
+        """Return a copy of what is stored (used by drivers at restart)."""
+
+
+class Context(abc.ABC):
+    """Everything a protocol may do to the world, for one node.
+
+    Drivers implement it; protocols only call it.
+    """
+
+    node_id: str
+    members: tuple[str, ...]
+    storage: Storage
+    rng: random.Random
+
+    @abc.abstractmethod
+    def now(self) -> float:
+        """Current time in seconds (virtual in the simulator, monotonic in the runtime)."""
+
+    @abc.abstractmethod
+    def send(self, dst: str, msg: Any) -> None:
+        """Send ``msg`` to node ``dst`` (released after this input's synced writes)."""
+
+    def broadcast(self, msg: Any) -> None:
+        """Send ``msg`` to every member except this node."""
+        me = self.node_id
+        for dst in self.members:
+            if dst != me:
+                self.send(dst, msg)
+
+    @abc.abstractmethod
+    def set_timer(self, name: str, delay_s: float) -> None:
+        """(Re)arm timer ``name`` to fire ``delay_s`` seconds from now, replacing any pending
+        timer of the same name."""
+
+    @abc.abstractmethod
+    def cancel_timer(self, name: str) -> None:
+        """Cancel timer ``name`` if pending."""
+
+    @abc.abstractmethod
+    def reply(self, request: ClientRequest, result: Any) -> None:
+        """Answer client request ``request`` (released after this input's synced writes)."""
+
+    def trace(self, event: str, **fields: Any) -> None:  # noqa: B027 - optional hook
+        """Record a protocol-level event for pictures and debugging. Default: ignore."""
+
+
+class InvariantChecker:
+    """Checks a protocol's safety invariants over all node states after each step.
+
+    Subclasses keep whatever history they need (e.g. the log each leader had) and raise
+    :class:`~quorumkit.errors.InvariantViolation` from :meth:`check`.
+    """
+
+    names: ClassVar[tuple[str, ...]] = ()
+
+    def check(self, nodes: Mapping[str, Protocol | None]) -> None:
+        """Check the states of all nodes; crashed nodes are ``None``."""
+
+
+class Protocol(abc.ABC):
+    """One node's logic. See the module rules."""
+
+    #: Registered short name ("raft", "paxos", "pbft", "heartbeat").
+    name: ClassVar[str] = ""
+
+    def __init__(self, node_id: str, members: Sequence[str], config: Any = None) -> None:
+        self.node_id = node_id
+        self.members = tuple(members)
+        self.config = config
+
+    @abc.abstractmethod
+    def on_start(self, ctx: Context) -> None:
+        """First start of this node, with empty storage."""
+
+    def on_recover(self, ctx: Context, stored: StoredState) -> None:
+        """Restart after a crash: rebuild volatile state from ``stored``, then start.
+
+        The default ignores storage and calls :meth:`on_start`.
+        """
+        self.on_start(ctx)
+
+    @abc.abstractmethod
+    def on_message(self, ctx: Context, src: str, msg: Any) -> None:
+        """A validated message ``msg`` from node ``src`` arrived."""
+
+    def on_timer(self, ctx: Context, name: str) -> None:  # noqa: B027 - optional input
+        """Timer ``name`` fired."""
+
+    def on_client(self, ctx: Context, request: ClientRequest) -> None:
+        """A client request arrived at this node. Default: refuse it."""
+        ctx.reply(request, {"error": "unsupported", "detail": f"{self.name} takes no commands"})
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able summary (role, term/view/ballot, commit/applied, leader, ...)."""
+        return {"id": self.node_id}
+
+    @classmethod
+    def make_checker(cls) -> InvariantChecker | None:
+        """A fresh invariant checker for a cluster of this protocol, or None."""
+        return None
+
+    @classmethod
+    def make_config(cls, **options: Any) -> Any:
+        """Build this protocol's configuration from keyword options (CLI/simulator)."""
+        if options:
+            from quorumkit.errors import ConfigError
+
+            raise ConfigError(f"protocol {cls.name!r} takes no options, got {sorted(options)}")
+        return None
