@@ -1,0 +1,27 @@
+"""quorumkit: Raft, Multi-Paxos and PBFT as real software.
+
+The seed-compatible facade is importable from the top level::
+
+    from quorumkit import DistributedSystem, Node, NodeState, Message, MessageType
+
+The simulator is :mod:`quorumkit.sim`, the formal model :mod:`quorumkit.model`, the protocol
+contract :mod:`quorumkit.protocol`.
+"""
+
+from quorumkit.errors import ConfigError, DecodeError, InvariantViolation, PeerError
+from quorumkit.facade import DistributedSystem, Message, MessageType, Node, NodeState
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DecodeError",
+    "DistributedSystem",
+    "InvariantViolation",
+    "Message",
+    "MessageType",
+    "Node",
+    "NodeState",
+    "PeerError",
+    "__version__",
+]

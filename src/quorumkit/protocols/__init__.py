@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 #: name -> "module:Class"
 PROTOCOLS: dict[str, str] = {
     "heartbeat": "quorumkit.protocols.heartbeat:HeartbeatDetector",
+    "raft": "quorumkit.protocols.raft:RaftNode",
 }
 
 
@@ -35,9 +36,7 @@ def resolve_protocol(protocol: str | type[Protocol]) -> type[Protocol]:
         raise ConfigError(f"protocol must be a name or a Protocol class, got {protocol!r}")
     target = PROTOCOLS.get(protocol)
     if target is None:
-        raise ConfigError(
-            f"unknown protocol {protocol!r} (known: {', '.join(protocol_names())})"
-        )
+        raise ConfigError(f"unknown protocol {protocol!r} (known: {', '.join(protocol_names())})")
     module_name, _, cls_name = target.partition(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
     if not (isinstance(cls, type) and issubclass(cls, Protocol)):  # pragma: no cover

@@ -493,6 +493,69 @@ class Simulation:
         if cb is not None:
             cb(node, result)
 
+    # ------------------------------------------------------------------ protocol calls
+    def invoke(self, node: str, fn: Callable[[Any, Context], Any]) -> Any:
+        """Run ``fn(protocol, ctx)`` on ``node`` as one input (for protocol-specific calls such
+        as a membership change); returns what ``fn`` returns. Raises ConfigError when the
+        node is down."""
+        slot = self._slot(node)
+        if not slot.up or slot.protocol is None or slot.ctx is None:
+            raise ConfigError(f"node {node} is down")
+        self._in_handler = node
+        try:
+            out = fn(slot.protocol, slot.ctx)
+        except Exception as exc:
+            if not isinstance(exc, ConfigError):
+                self._annotate(exc, node, getattr(fn, "__name__", "invoke"))
+            raise
+        finally:
+            self._in_handler = None
+        self._after_step()
+        return out
+
+    def submit(self, node: str, command: Any) -> Any:
+        """Raft's Start(): propose ``command`` at ``node``; returns ``(index, term,
+        is_leader)`` with an ``error`` attribute. Never raises for a crashed node, a protocol
+        without submit or a command that cannot be encoded: those come back as an error value
+        ``(-1, -1, False)`` with ``.error`` set."""
+        from quorumkit.protocols.raft.node import SubmitResult
+
+        slot = self._slot(node)
+        if not slot.up or slot.protocol is None:
+            return SubmitResult(-1, -1, False, f"node {node} is down")
+        submit = getattr(slot.protocol, "submit", None)
+        if submit is None:
+            return SubmitResult(-1, -1, False, f"{self.protocol_cls.name} has no submit()")
+        return self.invoke(node, lambda proto, ctx: submit(ctx, command))
+
+    def applied(self, node: str) -> list[tuple[int, Any]]:
+        """``(index, command)`` of the client commands ``node`` applied, in apply order, since
+        its last (re)start. Empty for a crashed node."""
+        proto = self._slot(node).protocol
+        fn = getattr(proto, "applied_commands", None)
+        return list(fn()) if fn is not None else []
+
+    def leader(self) -> str | None:
+        """The unique leader of the highest term among running nodes; None if there is none
+        or it is not unique."""
+        best_term = -1
+        leaders: list[str] = []
+        for n in self.node_ids:
+            slot = self._slots[n]
+            if not slot.up or slot.protocol is None:
+                continue
+            st = slot.protocol.status()
+            if st.get("role") != "leader":
+                continue
+            term = st.get("term", st.get("ballot", st.get("view", 0)))
+            if isinstance(term, (list, tuple)):
+                term = tuple(term)
+            if best_term == -1 or term > best_term:
+                best_term, leaders = term, [n]
+            elif term == best_term:
+                leaders.append(n)
+        return leaders[0] if len(leaders) == 1 else None
+
     # ------------------------------------------------------------------ scheduling
     def call_at(self, at: float, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` at virtual time ``at`` (for nemeses, clients and scripted scenarios)."""

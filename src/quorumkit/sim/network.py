@@ -71,7 +71,9 @@ class Network:
             raise ConfigError(f"network.{name} must be a rate in [0, 1], got {value}")
         if name in _DELAYS:
             if value < 0.0 or value == float("inf"):
-                raise ConfigError(f"network.{name} must be a finite delay >= 0 seconds, got {value}")
+                raise ConfigError(
+                    f"network.{name} must be a finite delay >= 0 seconds, got {value}"
+                )
             if name.endswith("_min") and value > getattr(self, name[:-4] + "_max"):
                 # raising the minimum above the maximum moves the maximum with it
                 object.__setattr__(self, name[:-4] + "_max", value)
