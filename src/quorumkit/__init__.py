@@ -9,7 +9,17 @@ contract :mod:`quorumkit.protocol`.
 """
 
 from quorumkit.errors import ConfigError, DecodeError, InvariantViolation, PeerError
-from quorumkit.facade import DistributedSystem, Message, MessageType, Node, NodeState
+from quorumkit.facade import (
+    DistributedSystem,
+    LogEntry,
+    Message,
+    MessageType,
+    Node,
+    NodeState,
+    RaftNode,
+    RaftSystem,
+    demonstrate_raft,
+)
 
 __version__ = "0.1.0"
 
@@ -18,10 +28,14 @@ __all__ = [
     "DecodeError",
     "DistributedSystem",
     "InvariantViolation",
+    "LogEntry",
     "Message",
     "MessageType",
     "Node",
     "NodeState",
     "PeerError",
+    "RaftNode",
+    "RaftSystem",
     "__version__",
+    "demonstrate_raft",
 ]

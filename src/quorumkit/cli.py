@@ -101,10 +101,18 @@ def _print_sim(result: dict[str, Any]) -> None:
         title=f"{result['protocol']}: {result['nodes']} nodes, seed {result['seed']}, "
         f"{result['duration']} s simulated"
     )
-    table.add_column("node")
+    table.add_column("node", no_wrap=True)
+    short = {
+        "commit_index": "commit",
+        "last_applied": "applied",
+        "log_length": "log",
+        "voted_for": "voted",
+        "snapshot_index": "snap",
+        "heartbeats_sent": "beats",
+    }
     keys = [k for k in result["columns"] if k != "id"]
     for k in keys:
-        table.add_column(k)
+        table.add_column(short.get(k, k), no_wrap=True)
     for node_id, st in result["status"].items():
         table.add_row(node_id, *(str(st.get(k, "")) for k in keys))
     console.print(table)
@@ -113,6 +121,15 @@ def _print_sim(result: dict[str, Any]) -> None:
         f"messages: sent {m['sent']}, delivered {m['delivered']}, dropped {m['dropped']}; "
         f"{result['events']} events at {result['events_per_second']:,} events/s wall-clock"
     )
+    if result["ops"]["ok"] or result["ops"]["fail"]:
+        console.print(
+            f"client writes: {result['ops']['ok']} ok, {result['ops']['fail']} failed; "
+            f"leader now: {result['leader']}"
+        )
+    for violation in result["violations"]:
+        console.print(f"[bold red]VIOLATION[/] {violation}")
+    if not result["violations"]:
+        console.print(f"invariants held over {result['invariant_checks']:,} checks")
     console.print(f"trace hash: {result['trace_hash']}")
     console.print(f"replay: {result['replay']}")
 
@@ -120,7 +137,7 @@ def _print_sim(result: dict[str, Any]) -> None:
 def _click_exceptions() -> Any:
     """The exception module of the click that typer uses (typer >= 0.22 vendors its own)."""
     try:
-        from typer._click import exceptions as vendored  # type: ignore[import-not-found]
+        from typer._click import exceptions as vendored
     except ImportError:  # pragma: no cover - older typer on top of click
         return click.exceptions
     return vendored

@@ -21,7 +21,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, dataclass_transform
 
 import msgpack
 
@@ -37,6 +37,7 @@ _TAGS: dict[type[Any], tuple[str, int]] = {}
 _VALIDATORS: dict[type[Any], list[tuple[str, Callable[[Any], Any]]]] = {}
 
 
+@dataclass_transform(frozen_default=True)
 def message(tag: str, version: int = 1) -> Callable[[type[T]], type[T]]:
     """Declare a protocol message: make ``cls`` a frozen slotted dataclass and register it.
 

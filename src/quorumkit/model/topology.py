@@ -285,8 +285,12 @@ class Topology:
                 for a, b in self._graph.edges
                 if (a in left and b in right) or (a in right and b in left)
             )
-            groups = (tuple(sorted(left)), (bridge,), tuple(sorted(right)))
-            return Partition(shape, groups, cut)
+            trio: tuple[tuple[str, ...], ...] = (
+                tuple(sorted(left)),
+                (bridge,),
+                tuple(sorted(right)),
+            )
+            return Partition(shape, trio, cut)
         if shape == "ring":
             if n < 4:
                 raise ConfigError("a ring partition needs at least four nodes")

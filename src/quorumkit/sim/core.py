@@ -432,12 +432,12 @@ class Simulation:
         if len(groups) == 1 and groups and isinstance(groups[0], Partition):
             part: Partition = groups[0]
         else:
-            lists = [list(g) for g in groups]
-            if not lists:
+            if not groups:
                 raise ConfigError("partition needs at least one group of nodes")
+            if any(isinstance(g, str) for g in groups):
+                raise ConfigError("partition groups are lists of node ids, not strings")
+            lists = [list(g) for g in groups]
             for g in lists:
-                if isinstance(g, str):
-                    raise ConfigError("partition groups are lists of node ids")
                 for n in g:
                     self._slot(n)
             cut = self.topology.links_between(lists)

@@ -94,14 +94,6 @@ class SubmitResult(tuple[int, int, bool]):
         return self
 
     @property
-    def index(self) -> int:
-        return self[0]
-
-    @property
-    def term(self) -> int:
-        return self[1]
-
-    @property
     def is_leader(self) -> bool:
         return self[2]
 
@@ -125,7 +117,7 @@ class RaftNode(Protocol):
         self.last_applied = 0
         self.role = Role.FOLLOWER
         self.leader_id: str | None = None
-        self.leader_contact_at = -INF
+        self.leader_contact_at: float = -float(INF)
         self.votes: set[str] = set()
         # membership (dissertation chapter 4): config entries in the log, newest last
         self.snapshot_membership = Membership(tuple(cfg.initial_voters or self.members))
@@ -165,6 +157,9 @@ class RaftNode(Protocol):
     @property
     def voters(self) -> tuple[str, ...]:
         return self.membership.voters
+
+    def is_leader(self) -> bool:
+        return self.role is Role.LEADER
 
     def is_voter(self) -> bool:
         return self.node_id in self.membership.voters
@@ -581,7 +576,7 @@ class RaftNode(Protocol):
             while pr.inflight and pr.inflight[0] <= pr.match:
                 pr.inflight.popleft()
             self._maybe_commit(ctx)
-            if self.role is not Role.LEADER:
+            if not self.is_leader():
                 return  # committed a configuration that removed us
             self._send_append(ctx, src)
             if self.transfer_target == src and pr.match == self.log.last_index:
