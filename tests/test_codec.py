@@ -208,9 +208,11 @@ def test_messages_are_frozen_slotted_dataclasses():
         | st.floats(allow_nan=False)
         | st.text(max_size=10)
         | st.binary(max_size=10),
-        lambda children: st.lists(children, max_size=4).map(tuple)
-        | st.dictionaries(st.text(max_size=5) | st.integers(-100, 100), children, max_size=4)
-        | st.builds(Point, st.integers(-5, 5), st.integers(-5, 5)),
+        lambda children: (
+            st.lists(children, max_size=4).map(tuple)
+            | st.dictionaries(st.text(max_size=5) | st.integers(-100, 100), children, max_size=4)
+            | st.builds(Point, st.integers(-5, 5), st.integers(-5, 5))
+        ),
         max_leaves=20,
     )
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -279,18 +280,14 @@ def test_disconnect_blocks_only_the_links_of_one_node_and_reconnect_restores_the
         assert n >= 45, (dst, src, n)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Simulation.partition (sim/core.py) converts each group with list(g) before its "
-        "isinstance(g, str) check, so the check never fires: partition('ab') with nodes "
-        "a, b, c silently partitions {a, b} from {c}"
-    ),
-    strict=True,
-)
 def test_partition_refuses_a_string_in_place_of_a_group():
+    """partition('ab') must not be read as the group ['a', 'b']."""
     sim = Simulation(Recorder, nodes=["a", "b", "c"], seed=1)
     with pytest.raises(ConfigError, match="lists of node ids"):
         sim.partition("ab")
+    with pytest.raises(ConfigError, match="lists of node ids"):
+        sim.partition(["a"], "bc")
+    assert sim.topology.cut_links == frozenset()
 
 
 # ----------------------------------------------------------------------------- multi-hop paths
@@ -480,7 +477,7 @@ def test_with_reorder_some_messages_overtake_others():
     sim.run(10.0)
     seqs = sim.protocol("n2").seqs_from("n1")
     assert sorted(seqs) == list(range(2000))  # reordered, not lost
-    inversions = sum(1 for a, b in zip(seqs, seqs[1:], strict=False) if a > b)
+    inversions = sum(1 for a, b in itertools.pairwise(seqs) if a > b)
     assert inversions >= 50
 
 
@@ -873,9 +870,7 @@ def test_heartbeat_suspects_a_crashed_peer_within_the_timeout_and_trusts_it_afte
     sim.run(1.0)
     sim.restart("n3")
     t1 = sim.now
-    assert sim.run_until(
-        lambda: all(sim.status(n)["suspected"] == [] for n in others), timeout=1.0
-    )
+    assert sim.run_until(lambda: all(sim.status(n)["suspected"] == [] for n in others), timeout=1.0)
     assert sim.now - t1 <= delay_max  # its first heartbeat, sent on recovery, clears it
     assert sim.status("n3")["epoch"] == 1  # the restart count came from durable storage
     sim.run(2.0)
