@@ -847,31 +847,53 @@ def test_run_until_returns_false_after_exactly_the_timeout():
 # ----------------------------------------------------------------------------- heartbeat
 
 
-def test_heartbeat_suspects_a_crashed_peer_within_the_timeout_and_trusts_it_after_restart():
-    """Failure detector: a crashed peer is suspected by every correct node once it has been
-    silent for timeout_s (checked every timeout_s / 2), and trusted again after its restart."""
-    interval, timeout, delay_max = 0.05, 0.2, 0.005
-    sim = Simulation("heartbeat", nodes=5, seed=4, interval_s=interval, timeout_s=timeout)
-    others = [n for n in FIVE if n != "n3"]
-    sim.run(1.0)
-    assert all(sim.status(n)["suspected"] == [] for n in FIVE)
+HB_INTERVAL, HB_TIMEOUT, HB_DELAY_MAX = 0.05, 0.2, 0.005
 
-    t0 = sim.now
-    sim.crash("n3")
-    assert sim.run_until(
-        lambda: all("n3" in sim.status(n)["suspected"] for n in others), timeout=1.0
+
+def heartbeat_sim(seed: int) -> Simulation:
+    return Simulation(
+        "heartbeat",
+        nodes=5,
+        seed=seed,
+        interval_s=HB_INTERVAL,
+        timeout_s=HB_TIMEOUT,
+        delay_max=HB_DELAY_MAX,
     )
-    elapsed = sim.now - t0
-    # never before n3 can have been silent for timeout_s; at the latest one check period later
-    assert timeout - interval < elapsed <= timeout + timeout / 2 + delay_max
-    assert all(sim.status(n)["suspected"] == ["n3"] for n in others)
-    assert sim.status("n3") == {"id": "n3", "up": False}
 
+
+def everyone_suspects(sim: Simulation, peer: str) -> bool:
+    return all(peer in sim.status(n)["suspected"] for n in sim.up_nodes())
+
+
+@pytest.mark.parametrize("crash_at", [1.0 + k * 0.013 for k in range(8)])
+def test_heartbeat_suspects_a_crashed_peer_within_the_timeout(crash_at):
+    """Failure detector: a crashed peer is suspected by every correct node once it has been
+    silent for timeout_s; suspicion is checked every timeout_s / 2, so it comes at most one
+    check period (plus one message delay) after the timeout, and never before it."""
+    sim = heartbeat_sim(seed=4)
+    sim.run(crash_at)
+    assert all(sim.status(n)["suspected"] == [] for n in FIVE)
+    sim.crash("n3")
+    assert sim.run_until(lambda: everyone_suspects(sim, "n3"), timeout=1.0)
+    elapsed = sim.now - crash_at
+    assert HB_TIMEOUT - HB_INTERVAL < elapsed <= HB_TIMEOUT + HB_TIMEOUT / 2 + HB_DELAY_MAX
+    assert all(sim.status(n)["suspected"] == ["n3"] for n in sim.up_nodes())
+
+
+def test_heartbeat_trusts_a_restarted_peer_again():
+    """After a restart the peer's first heartbeat (sent on recovery) clears the suspicion."""
+    sim = heartbeat_sim(seed=4)
     sim.run(1.0)
+    sim.crash("n3")
+    sim.run(1.0)
+    assert everyone_suspects(sim, "n3")
+    assert sim.status("n3") == {"id": "n3", "up": False}
     sim.restart("n3")
     t1 = sim.now
-    assert sim.run_until(lambda: all(sim.status(n)["suspected"] == [] for n in others), timeout=1.0)
-    assert sim.now - t1 <= delay_max  # its first heartbeat, sent on recovery, clears it
+    assert sim.run_until(
+        lambda: all(sim.status(n)["suspected"] == [] for n in FIVE if n != "n3"), timeout=1.0
+    )
+    assert sim.now - t1 <= HB_DELAY_MAX
     assert sim.status("n3")["epoch"] == 1  # the restart count came from durable storage
     sim.run(2.0)
     assert all(sim.status(n)["suspected"] == [] for n in FIVE)

@@ -10,7 +10,6 @@ import json
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -32,8 +31,17 @@ app = typer.Typer(
 console = Console()
 
 
+def _click_exceptions() -> Any:
+    """The exception module of the click that typer uses (typer >= 0.22 vendors its own)."""
+    try:
+        from typer._click import exceptions as vendored
+    except ImportError:  # pragma: no cover - older typer on top of click
+        import click.exceptions as vendored  # type: ignore[no-redef]
+    return vendored
+
+
 def _fail_usage(message: str) -> None:
-    raise click.UsageError(message)
+    raise _click_exceptions().UsageError(message)
 
 
 @app.command()
@@ -134,38 +142,30 @@ def _print_sim(result: dict[str, Any]) -> None:
     console.print(f"replay: {result['replay']}")
 
 
-def _click_exceptions() -> Any:
-    """The exception module of the click that typer uses (typer >= 0.22 vendors its own)."""
-    try:
-        from typer._click import exceptions as vendored
-    except ImportError:  # pragma: no cover - older typer on top of click
-        return click.exceptions
-    return vendored
-
-
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning usage errors into one line and exit code 2."""
     exc_mod = _click_exceptions()
+    no_args: Any = getattr(exc_mod, "NoArgsIsHelpError", ())
     try:
         app(args=argv, prog_name="quorumkit", standalone_mode=False)
-    except exc_mod.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+    except no_args as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)
     except exc_mod.UsageError as exc:
         ctx = exc.ctx
         hint = f" (see 'quorumkit {ctx.info_name} --help')" if ctx and ctx.parent else ""
-        click.echo(f"quorumkit: error: {exc.format_message()}{hint}", err=True)
+        typer.echo(f"quorumkit: error: {exc.format_message()}{hint}", err=True)
         sys.exit(2)
     except ConfigError as exc:
-        click.echo(f"quorumkit: error: {exc}", err=True)
+        typer.echo(f"quorumkit: error: {exc}", err=True)
         sys.exit(2)
     except exc_mod.ClickException as exc:
-        click.echo(f"quorumkit: error: {exc.format_message()}", err=True)
+        typer.echo(f"quorumkit: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
-    except (typer.Exit, click.exceptions.Exit) as exc:
+    except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except (typer.Abort, click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("quorumkit: aborted", err=True)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("quorumkit: aborted", err=True)
         sys.exit(130)
 
 
