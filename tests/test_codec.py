@@ -86,21 +86,6 @@ class NotAMessage:
     pass
 
 
-# BUG (src/quorumkit/codec.py, _Decoder._unpack, line 288): msgpack.unpackb() is called with
-# max_buffer_size=..., an option of msgpack.Unpacker that unpackb() does not take (msgpack
-# 1.x sizes its limits from len(packed) itself). Every decode() therefore raises
-# DecodeError("malformed msgpack: TypeError: unpackb() got an unexpected keyword argument
-# 'max_buffer_size'"), even decode(encode(5)); the catch-all `except Exception` turns the
-# programming error into a peer error. Tests that need a working decode carry this mark.
-decode_bug = pytest.mark.xfail(
-    reason=(
-        "BUG: codec._Decoder._unpack passes max_buffer_size= to msgpack.unpackb (not an "
-        "unpackb option): every decode() raises DecodeError, even decode(encode(5))"
-    ),
-    strict=True,
-)
-
-
 SAMPLES = [
     Point(1, -2),
     Entry(3, "set x 1"),
@@ -139,7 +124,6 @@ def ext(values: list[Any]) -> bytes:
 # ----------------------------------------------------------------------------- roundtrips
 
 
-@decode_bug
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_every_message_roundtrips_to_an_equal_message_of_the_same_type(msg):
     """Messages have a stable wire encoding: decode(encode(m)) == m."""
@@ -152,7 +136,6 @@ def test_every_message_roundtrips_to_an_equal_message_of_the_same_type(msg):
     assert encode(back) == data
 
 
-@decode_bug
 def test_nested_messages_keep_their_types():
     msg = SAMPLES[2]
     back = decode(encode(msg))
@@ -160,7 +143,6 @@ def test_nested_messages_keep_their_types():
     assert type(back.prev) is tuple
 
 
-@decode_bug
 def test_sequences_decode_as_tuples():
     """Codec rule 4: sequences decode as tuples (messages are immutable)."""
     back = decode(encode(Anything([1, [2, 3]])))
@@ -168,18 +150,15 @@ def test_sequences_decode_as_tuples():
     assert decode(encode([Point(1, 2)])) == (Point(1, 2),)
 
 
-@decode_bug
 def test_int_is_accepted_for_a_float_field_and_becomes_a_float():
     back = decode(encode(Optionals(None, None, 3, False, b"")))
     assert back.ratio == 3.0 and type(back.ratio) is float
 
 
-@decode_bug
 def test_older_version_of_a_message_is_accepted():
     assert decode(ext(["test.codec.Versioned", 1, 4])) == Versioned(4)
 
 
-@decode_bug
 def test_plain_values_roundtrip_without_messages():
     for value in (0, -1, "x", b"y", None, True, 1.5, (1, "a"), {"a": (1,)}):
         assert decode(encode(value)) == value
@@ -199,7 +178,6 @@ def test_messages_are_frozen_slotted_dataclasses():
     assert hash(p) == hash(Point(1, 2))
 
 
-@decode_bug
 @given(
     st.recursive(
         st.none()
@@ -222,7 +200,6 @@ def test_any_field_roundtrips_arbitrary_msgpack_values(payload):
     assert decode(encode(Anything(payload))) == Anything(payload)
 
 
-@decode_bug
 @given(
     value=st.none() | st.integers(min_value=-(2**63), max_value=2**64 - 1),
     name=st.none() | st.text(max_size=20),
@@ -304,7 +281,6 @@ def test_garbage_bytes_raise_decode_error(data):
         decode(data)
 
 
-@decode_bug
 @pytest.mark.parametrize("msg", SAMPLES, ids=lambda m: type(m).__name__)
 def test_every_truncation_of_a_valid_encoding_raises_decode_error(msg):
     data = encode(msg)
@@ -314,7 +290,6 @@ def test_every_truncation_of_a_valid_encoding_raises_decode_error(msg):
             decode(data[:cut])
 
 
-@decode_bug
 @pytest.mark.parametrize("junk", [b"\x00", b"\xc0", encode(Point(1, 2))])
 def test_trailing_junk_raises_decode_error(junk):
     assert decode(encode(Point(1, 2))) == Point(1, 2)  # control
@@ -322,7 +297,6 @@ def test_trailing_junk_raises_decode_error(junk):
         decode(encode(Point(1, 2)) + junk)
 
 
-@decode_bug
 def test_trailing_junk_inside_a_message_frame_raises_decode_error():
     inner = msgpack.packb(["test.codec.Point", 1, 1, 2], use_bin_type=True)
     assert decode(msgpack.packb(msgpack.ExtType(EXT_MESSAGE, inner))) == Point(1, 2)  # control
@@ -330,7 +304,6 @@ def test_trailing_junk_inside_a_message_frame_raises_decode_error():
         decode(msgpack.packb(msgpack.ExtType(EXT_MESSAGE, inner + b"\x00")))
 
 
-@decode_bug
 def test_unknown_tag_raises_decode_error():
     with pytest.raises(DecodeError, match="unknown message tag"):
         decode(ext(["test.codec.NoSuchMessage", 1, 1, 2]))
@@ -338,14 +311,12 @@ def test_unknown_tag_raises_decode_error():
         decode(ext([17, 1, 1, 2]))
 
 
-@decode_bug
 @pytest.mark.parametrize("version", [2, 3, 0, -1, "1", None, 1.0, True])
 def test_newer_or_invalid_version_raises_decode_error(version):
     with pytest.raises(DecodeError, match="unsupported version"):
         decode(ext(["test.codec.Point", version, 1, 2]))
 
 
-@decode_bug
 @pytest.mark.parametrize("fields", [[], [1], [1, 2, 3]])
 def test_wrong_field_count_raises_decode_error(fields):
     with pytest.raises(DecodeError, match="fields"):
@@ -357,7 +328,6 @@ def test_missing_defaulted_field_is_still_a_wrong_field_count():
         decode(ext(["test.codec.Defaults", 1, 5]))
 
 
-@decode_bug
 @pytest.mark.parametrize(
     "values",
     [
@@ -390,7 +360,6 @@ def test_wrong_field_type_raises_decode_error(values):
         decode(ext(values))
 
 
-@decode_bug
 def test_a_nested_message_of_the_wrong_type_raises_decode_error():
     append = Append(1, "n1", (0, 0), (Entry(1, None),), 0)
     assert decode(encode(append)) == append  # control
@@ -403,7 +372,6 @@ def test_a_nested_message_of_the_wrong_type_raises_decode_error():
         decode(encode(wrong))
 
 
-@decode_bug
 @pytest.mark.parametrize("value", [True, False])
 def test_bool_where_int_expected_raises_decode_error(value):
     """bool is an int subclass in Python, but not on the wire."""
@@ -424,7 +392,6 @@ def test_unknown_extension_type_raises_decode_error():
         decode(msgpack.packb(msgpack.ExtType(EXT_MESSAGE, msgpack.packb(["test.codec.Point"]))))
 
 
-@decode_bug
 def test_nesting_deeper_than_the_limit_raises_decode_error():
     ok: Any = Point(0, 0)
     for _ in range(MAX_DEPTH - 1):
@@ -440,7 +407,6 @@ def test_deeply_nested_plain_arrays_raise_decode_error():
         decode(b"\x91" * 100_000 + b"\xc0")
 
 
-@decode_bug
 def test_non_bytes_input_raises_decode_error():
     for data in ("text", 5, None, [1]):
         with pytest.raises(DecodeError):
@@ -449,7 +415,6 @@ def test_non_bytes_input_raises_decode_error():
     assert decode(memoryview(encode(Point(1, 2)))) == Point(1, 2)
 
 
-@decode_bug
 def test_decode_message_refuses_plain_values():
     with pytest.raises(DecodeError, match="expected a protocol message"):
         decode_message(encode((1, 2)))

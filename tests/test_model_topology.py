@@ -153,13 +153,6 @@ def test_cut_restore_heal_isolate():
     assert t.links() == all_pairs(FIVE)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Topology.cut (model/topology.py, cut()) documents that links that do not exist "
-        "are ignored, but records them as cut: a link added later starts out cut"
-    ),
-    strict=True,
-)
 def test_cutting_a_link_that_does_not_exist_is_ignored():
     """Topology.cut: 'links that do not exist are ignored'."""
     t = Topology(["a", "b", "c"])

@@ -366,15 +366,6 @@ def test_a_crashed_relay_blocks_the_path():
     assert [m for _, _, m in sim.protocol("n3").got] == [Ping(2)]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Simulation._send (sim/core.py) delays a duplicate by "
-        "delay_min + (delay_max - delay_min) * random() * hops, i.e. one delay_min for the whole "
-        "path instead of one per hop: over 2 hops with delay 0.01 the copy arrives at 0.01, "
-        "faster than any message can travel two hops (expected 0.02)"
-    ),
-    strict=True,
-)
 def test_a_duplicate_also_takes_one_delay_per_hop():
     sim = line_sim(duplicate_rate=1.0)
     sim.inject("n1", "n3", Ping(1))
@@ -384,15 +375,6 @@ def test_a_duplicate_also_takes_one_delay_per_hop():
     assert times == pytest.approx([0.02, 0.02], abs=1e-12)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Simulation._hops (sim/core.py) returns 0 for src == dst (topology.path gives [src], "
-        "0 hops) and 0 means 'no path': a node's message to itself is silently counted as "
-        "dropped_partition in a fully connected cluster instead of being delivered (or refused "
-        "with ConfigError)"
-    ),
-    strict=True,
-)
 def test_a_message_to_oneself_is_not_counted_as_a_partition_drop():
     sim = Simulation(Recorder, nodes=3, seed=1)
     try:
@@ -713,15 +695,6 @@ def test_a_refused_network_setting_leaves_the_old_value():
     assert sim.network.loss_rate == 1.0
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: Network.__init__ (sim/network.py) sets delay_max before delay_min, and setting "
-        "delay_min above delay_max silently raises delay_max: "
-        "Simulation(..., delay_min=0.5, delay_max=0.1) is accepted with delay_max=0.5 "
-        "instead of raising ConfigError"
-    ),
-    strict=True,
-)
 def test_constructor_refuses_delay_max_below_delay_min():
     with pytest.raises(ConfigError):
         Simulation("heartbeat", nodes=3, delay_min=0.5, delay_max=0.1)

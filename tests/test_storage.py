@@ -102,14 +102,6 @@ def test_snapshot_past_the_end_of_the_log_empties_it():
     assert st.load().log == ["k"]
 
 
-@pytest.mark.xfail(
-    reason=(
-        "BUG: storage._apply('snapshot') replaces the snapshot even when upto_index is below "
-        "the current snapshot's (log_start - 1): after save_snapshot('S2', 2) then "
-        "save_snapshot('S1', 1), snapshot S1 covers 1 and the log starts at 3, entry 2 is lost"
-    ),
-    strict=True,
-)
 def test_an_older_snapshot_never_leaves_a_hole_between_snapshot_and_log():
     """Nothing stored is lost: an older snapshot is refused or ignored, never half-applied."""
     st = MemoryStorage()

@@ -54,6 +54,13 @@ def message(tag: str, version: int = 1) -> Callable[[type[T]], type[T]]:
         dc = dataclasses.dataclass(frozen=True, slots=True)(cls)
         _REGISTRY[tag] = dc
         _TAGS[dc] = (tag, version)
+        try:
+            _validators(dc)
+        except NameError:
+            pass  # a forward reference to a type declared later: compiled at first decode
+        except ConfigError:
+            del _REGISTRY[tag], _TAGS[dc]
+            raise
         return dc
 
     return wrap
@@ -286,13 +293,14 @@ class _Decoder:
                 use_list=False,
                 raw=False,
                 strict_map_key=False,
-                max_buffer_size=len(data) + 1,
             )
         except DecodeError:
             raise
         except RecursionError:
             raise DecodeError("input nested too deeply") from None
-        except Exception as exc:  # msgpack raises many types on garbage
+        except (msgpack.UnpackException, ValueError, TypeError, OverflowError) as exc:
+            # msgpack signals garbage with ExtraData, FormatError, StackError (UnpackException
+            # subclasses or ValueError), and TypeError/ValueError for unhashable map keys
             raise DecodeError(f"malformed msgpack: {type(exc).__name__}: {exc}"[:200]) from None
 
 

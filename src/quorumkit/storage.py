@@ -31,6 +31,8 @@ def _apply(state: StoredState, op: tuple[Any, ...]) -> None:
             del state.log[max(pos, 0) :]
     elif kind == "snapshot":
         snapshot, upto = op[1], op[2]
+        if upto + 1 < state.log_start:
+            return  # older than the snapshot we have: keep the newer one
         drop = upto + 1 - state.log_start
         if drop > 0:
             del state.log[:drop]  # a snapshot past the end of the log empties it

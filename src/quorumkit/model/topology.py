@@ -1,9 +1,9 @@
 """Definition 1.3: the communication network C = (N, E), on a networkx graph.
 
 A :class:`Topology` holds the links that exist (the graph) and the links that are currently
-*cut* (by a partition or a disconnect). Messages travel over links that exist and are not cut;
-between non-adjacent nodes they travel along a shortest path (Theorem 1.1: if C is connected,
-every two nodes have a path). ``version`` changes on every mutation, so drivers can cache routes.
+*cut* (by a partition or a disconnect). Adjacent nodes talk over their link, and not at all
+while it is cut; between non-adjacent nodes messages travel along a shortest path of uncut
+links (Theorem 1.1: if C is connected, every two nodes have a path). See :meth:`Topology.hops`. ``version`` changes on every mutation, so drivers can cache routes.
 
 Named partition shapes (:meth:`Topology.partition_shape`) return the set of links a partition of
 that shape cuts; nothing else is touched.
@@ -152,7 +152,8 @@ class Topology:
         for pair in links:
             a, b = tuple(pair)
             self._require(a, b)
-            new.add(link(a, b))
+            if self._graph.has_edge(a, b):
+                new.add(link(a, b))
         self._cut |= new
         self.version += 1
 
@@ -211,6 +212,21 @@ class Topology:
         comps = [set(c) for c in nx.connected_components(self._view())]
         comps.sort(key=lambda c: (-len(c), min(c)))
         return comps
+
+    def hops(self, a: str, b: str, avoid: Iterable[str] = ()) -> int:
+        """How many links a message from a to b crosses; 0 when it cannot get there.
+
+        Nodes that share a link talk over that link only: when it is cut, they cannot talk
+        (cluster members do not relay for each other, as hosts behind a firewall rule).
+        Nodes that share no link are reached along a shortest path of uncut links whose relays
+        are not in ``avoid`` (Theorem 1.1).
+        """
+        if a == b:
+            return 1
+        if self._graph.has_edge(a, b):
+            return 0 if link(a, b) in self._cut else 1
+        found = self.path(a, b, avoid)
+        return 0 if found is None else len(found) - 1
 
     def path(self, a: str, b: str, avoid: Iterable[str] = ()) -> list[str] | None:
         """A shortest path from a to b over uncut links, not through ``avoid`` (as relays),

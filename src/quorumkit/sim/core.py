@@ -78,7 +78,8 @@ class SimContext(Context):
         sim._seq += 1
         token = sim._seq
         slot.timers[name] = token
-        heapq.heappush(sim._queue, (sim._now + delay_s, token, _TIMER, slot, name, token))
+        at = sim._now + delay_s * slot.skew
+        heapq.heappush(sim._queue, (at, token, _TIMER, slot, name, token))
 
     def cancel_timer(self, name: str) -> None:
         self._slot.timers.pop(name, None)
@@ -101,6 +102,7 @@ class _Slot:
         "node_id",
         "omission_receive",
         "omission_send",
+        "skew",
         "protocol",
         "rng",
         "storage",
@@ -119,6 +121,7 @@ class _Slot:
         self.ctx: SimContext | None = None
         self.omission_send = 0.0
         self.omission_receive = 0.0
+        self.skew = 1.0
 
 
 class Simulation:
@@ -281,11 +284,7 @@ class Simulation:
         pair = (src, dst)
         hops = self._routes.get(pair)
         if hops is None:
-            if self.topology.has_link(src, dst):
-                hops = 1
-            else:
-                path = self.topology.path(src, dst, avoid=self._routes_key[1])
-                hops = 0 if path is None else len(path) - 1
+            hops = self.topology.hops(src, dst, avoid=self._routes_key[1])
             self._routes[pair] = hops
         return hops
 
@@ -344,7 +343,9 @@ class Simulation:
         if dup and rng.random() < dup:
             stats["duplicated"] += 1
             self._seq += 1
-            at2 = now + lo + span * rng.random() * hops
+            at2 = now
+            for _ in range(hops):
+                at2 += lo + span * rng.random()
             heapq.heappush(self._queue, (at2, self._seq, _DELIVER, dst, src, msg, now, version))
 
     def inject(self, src: str, dst: str, msg: Any) -> None:
@@ -408,6 +409,16 @@ class Simulation:
                 raise ConfigError(f"omission {name} rate must be in [0, 1], got {rate!r}")
         slot.omission_send = float(send)
         slot.omission_receive = float(recv)
+
+    def set_clock_skew(self, node: str, factor: float) -> None:
+        """Timer clock skew: ``node``'s timers take ``factor`` times as long (2.0: its clock
+        runs at half speed). Applies to timers set from now on."""
+        slot = self._slot(node)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not factor > 0:
+            raise ConfigError(f"clock skew factor must be > 0, got {factor!r}")
+        slot.skew = float(factor)
+        if self._trace_mode != "off":
+            self._record((self._now, "skew", node, float(factor)))
 
     # ------------------------------------------------------------------ partitions
     def disconnect(self, node: str) -> None:

@@ -43,6 +43,12 @@ class Network:
         reorder_delay_min: float = 0.2,
         reorder_delay_max: float = 2.2,
     ) -> None:
+        for lo, hi, name in (
+            (delay_min, delay_max, "delay"),
+            (reorder_delay_min, reorder_delay_max, "reorder_delay"),
+        ):
+            if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and hi < lo:
+                raise ConfigError(f"{name}_max = {hi} is below {name}_min = {lo}")
         object.__setattr__(self, "delay_min", 0.0)
         object.__setattr__(self, "delay_max", 0.0)
         object.__setattr__(self, "reorder_delay_min", 0.0)
