@@ -76,6 +76,22 @@ def bounds(
     console.print(out)
 
 
+def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
+    if seeds is None:
+        return [seed]
+    text = seeds.strip()
+    lo_s, sep, hi_s = text.partition("..")
+    try:
+        lo = int(lo_s)
+        hi = int(hi_s) if sep else lo
+    except ValueError:
+        _fail_usage(f"--seeds takes A..B (e.g. 1..200), got {seeds!r}")
+        raise  # unreachable
+    if hi < lo:
+        _fail_usage(f"--seeds {seeds}: B must be >= A")
+    return list(range(lo, hi + 1))
+
+
 @app.command()
 def sim(
     protocol: Annotated[
@@ -83,33 +99,152 @@ def sim(
     ] = "raft",
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Cluster size.")] = 5,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of the run.")] = 1,
+    seeds: Annotated[
+        str | None,
+        typer.Option("--seeds", help="A campaign over seeds A..B; stops at the first failure."),
+    ] = None,
     duration: Annotated[
-        float, typer.Option("--duration", "-d", help="Simulated seconds to run.")
+        float, typer.Option("--duration", "-d", help="Simulated seconds of the safety phase.")
     ] = 10.0,
-    loss: Annotated[float, typer.Option("--loss", help="Message loss rate in [0, 1].")] = 0.0,
+    clients: Annotated[int, typer.Option("--clients", help="Concurrent simulated clients.")] = 5,
+    rate: Annotated[
+        float, typer.Option("--rate", help="Operations per second offered by all clients.")
+    ] = 50.0,
+    nemesis: Annotated[
+        str,
+        typer.Option(
+            "--nemesis",
+            help="Faults, comma-separated: partition, crash, loss, duplicate, delay, skew.",
+        ),
+    ] = "",
+    loss: Annotated[float, typer.Option("--loss", help="Base message loss rate in [0, 1].")] = 0.0,
+    unsafe: Annotated[
+        str | None,
+        typer.Option("--unsafe", help="Run a known-unsafe variant (a planted bug) by name."),
+    ] = None,
+    report: Annotated[
+        str | None,
+        typer.Option("--report", help="Write a self-contained HTML report to this file."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Run PROTOCOL in the deterministic simulator and print what happened.
+    """Run PROTOCOL in the deterministic simulator, with clients and faults, and check it.
 
-    The same --seed and options always give the same run and the same trace hash.
+    Three phases: safety (workload and nemeses; invariants checked after every event),
+    liveness (faults healed; the cluster must make progress), quiet (replicas must converge;
+    the history must be linearizable). Exit 0 when every check passes, 1 when one fails (the
+    command that replays the failing seed is printed), 2 for usage errors.
     """
-    from quorumkit.sim.run import run_simulation
+    from quorumkit.sim.nemesis import parse_nemeses
+    from quorumkit.sim.run import RunOptions, run, validate_options
 
-    result = run_simulation(protocol, nodes=nodes, seed=seed, duration=duration, loss_rate=loss)
+    seed_list = _parse_seeds(seed, seeds)
+    base = RunOptions(
+        protocol=protocol,
+        nodes=nodes,
+        seed=seed_list[0],
+        duration=duration,
+        clients=clients,
+        rate=rate,
+        nemesis=tuple(parse_nemeses(nemesis)),
+        loss=loss,
+        unsafe=unsafe,
+        record=report is not None,
+    )
+    validate_options(base)
+    from quorumkit.protocols import resolve_protocol
+
+    proto_cls = resolve_protocol(protocol)
+    if unsafe is not None:
+        proto_cls.make_config(unsafe=unsafe)  # validates the variant name
+    if len(seed_list) == 1:
+        result = run(base)
+        if report is not None:
+            _write_report(result, report)
+        if as_json:
+            out = dict(result.summary)
+            out.pop("status", None)
+            typer.echo(json.dumps(out, sort_keys=True, default=str))
+        else:
+            _print_run(result.summary)
+        if not result.ok:
+            raise typer.Exit(1)
+        return
+    _campaign(base, seed_list, as_json, report)
+
+
+def _campaign(base: Any, seed_list: list[int], as_json: bool, report: str | None) -> None:
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from quorumkit.sim.run import run
+
+    failed = None
+    passed = 0
+    quiet = as_json or not sys.stderr.isatty()
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=quiet,
+    ) as bar:
+        task = bar.add_task(
+            f"{base.protocol} seeds {seed_list[0]}..{seed_list[-1]}", total=len(seed_list)
+        )
+        for s in seed_list:
+            result = run(dataclasses.replace(base, seed=s, record=False))
+            if not result.ok:
+                failed = result
+                break
+            passed += 1
+            bar.advance(task)
+    summary = {
+        "protocol": base.protocol,
+        "seeds": [seed_list[0], seed_list[-1]],
+        "passed": passed,
+        "failed_seed": failed.options.seed if failed else None,
+        "ok": failed is None,
+    }
+    if failed is not None:
+        summary["violations"] = failed.summary["violations"]
+        summary["replay"] = failed.options.replay_command()
+        summary["trace_hash"] = failed.summary["trace_hash"]
+        if report is not None:
+            _write_report(run(dataclasses.replace(failed.options, record=True)), report)
     if as_json:
-        typer.echo(json.dumps(result, sort_keys=True, default=str))
+        typer.echo(json.dumps(summary, sort_keys=True, default=str))
+    elif failed is None:
+        console.print(
+            f"[green]all {passed} seeds passed[/] ({base.replay_command()} "
+            f"--seeds {seed_list[0]}..{seed_list[-1]})"
+        )
     else:
-        _print_sim(result)
-    if not result.get("ok", True):
+        console.print(f"[red]seed {failed.options.seed} FAILED[/] after {passed} passing seeds")
+        for v in failed.summary["violations"]:
+            console.print(f"  {v}")
+        console.print(f"replay: {failed.options.replay_command()}")
+        console.print(f"trace hash: {failed.summary['trace_hash']}")
+    if failed is not None:
         raise typer.Exit(1)
 
 
-def _print_sim(result: dict[str, Any]) -> None:
-    table = Table(
-        title=f"{result['protocol']}: {result['nodes']} nodes, seed {result['seed']}, "
-        f"{result['duration']} s simulated"
-    )
-    table.add_column("node", no_wrap=True)
+def _write_report(result: Any, path: str) -> None:
+    from quorumkit.check.report import write_report
+
+    write_report(result, path)
+    console.print(f"report written to {path}")
+
+
+def _print_run(result: dict[str, Any]) -> None:
+    status = result["status"]
+    columns: list[str] = []
+    for st in status.values():
+        for k, v in st.items():
+            if k not in columns and k != "id" and not isinstance(v, (dict, list)):
+                columns.append(k)
     short = {
         "commit_index": "commit",
         "last_applied": "applied",
@@ -118,26 +253,42 @@ def _print_sim(result: dict[str, Any]) -> None:
         "snapshot_index": "snap",
         "heartbeats_sent": "beats",
     }
-    keys = [k for k in result["columns"] if k != "id"]
-    for k in keys:
+    table = Table(
+        title=f"{result['protocol']}: {result['nodes']} nodes, seed {result['seed']}, "
+        f"{result['simulated_seconds']:g} s simulated"
+    )
+    table.add_column("node", no_wrap=True)
+    for k in columns:
         table.add_column(short.get(k, k), no_wrap=True)
-    for node_id, st in result["status"].items():
-        table.add_row(node_id, *(str(st.get(k, "")) for k in keys))
+    for node_id, st in status.items():
+        table.add_row(node_id, *(str(st.get(k, "")) for k in columns))
     console.print(table)
     m = result["messages"]
+    ops = result["ops"]
     console.print(
         f"messages: sent {m['sent']}, delivered {m['delivered']}, dropped {m['dropped']}; "
-        f"{result['events']} events at {result['events_per_second']:,} events/s wall-clock"
+        f"{result['events']} events at {result['events_per_second']:,} events/s; "
+        f"leader changes {result['leader_changes']}"
     )
-    if result["ops"]["ok"] or result["ops"]["fail"]:
+    if sum(ops.values()):
         console.print(
-            f"client writes: {result['ops']['ok']} ok, {result['ops']['fail']} failed; "
-            f"leader now: {result['leader']}"
+            f"client ops: {ops['ok']} ok, {ops['fail']} failed, {ops['info']} indeterminate"
         )
+
+    def verdict(v: bool | None) -> str:
+        return "[green]yes[/]" if v else ("[red]NO[/]" if v is False else "[dim]n/a[/]")
+
+    inv = result["invariants"]
+    console.print(
+        "invariants: "
+        + (", ".join(f"{name} {verdict(held)}" for name, held in inv.items()) or "none declared")
+    )
+    console.print(
+        f"linearizable: {verdict(result['linearizable'])}; converged: "
+        f"{verdict(result['converged'])}"
+    )
     for violation in result["violations"]:
         console.print(f"[bold red]VIOLATION[/] {violation}")
-    if not result["violations"]:
-        console.print(f"invariants held over {result['invariant_checks']:,} checks")
     console.print(f"trace hash: {result['trace_hash']}")
     console.print(f"replay: {result['replay']}")
 

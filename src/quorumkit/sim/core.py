@@ -89,6 +89,8 @@ class SimContext(Context):
 
     def trace(self, event: str, **fields: Any) -> None:
         sim = self._sim
+        if event == "role" and fields.get("role") == "leader":
+            sim.stats["leader_changes"] += 1
         if sim._trace_mode != "off":
             sim._record((sim._now, "trace", self.node_id, event, tuple(sorted(fields.items()))))
 
@@ -102,9 +104,9 @@ class _Slot:
         "node_id",
         "omission_receive",
         "omission_send",
-        "skew",
         "protocol",
         "rng",
+        "skew",
         "storage",
         "timers",
         "up",
@@ -219,6 +221,7 @@ class Simulation:
             "duplicated": 0,
             "timers": 0,
             "events": 0,
+            "leader_changes": 0,
         }
         self.invariant_checks = 0
         self._in_handler: str | None = None
@@ -435,19 +438,20 @@ class Simulation:
         if self._trace_mode != "off":
             self._record((self._now, "reconnect", node))
 
-    def partition(self, *groups: Iterable[str]) -> Partition:
+    def partition(self, *groups: Iterable[str] | Partition) -> Partition:
         """Cut every link between different groups; unnamed nodes form one more group.
 
         ``sim.partition(["n1", "n2"], ["n3", "n4", "n5"])`` or ``sim.partition(["n1"])``.
         """
-        if len(groups) == 1 and groups and isinstance(groups[0], Partition):
-            part: Partition = groups[0]
+        first = groups[0] if len(groups) == 1 else None
+        if isinstance(first, Partition):
+            part: Partition = first
         else:
             if not groups:
                 raise ConfigError("partition needs at least one group of nodes")
             if any(isinstance(g, str) for g in groups):
                 raise ConfigError("partition groups are lists of node ids, not strings")
-            lists = [list(g) for g in groups]
+            lists = [list(g) for g in groups if not isinstance(g, Partition)]
             for g in lists:
                 for n in g:
                     self._slot(n)

@@ -10,8 +10,8 @@ from quorumkit.errors import ConfigError
 #: Known-unsafe variants, each a planted bug the checkers must catch.
 UNSAFE_VARIANTS: dict[str, str] = {
     "commit-previous-term": (
-        "the leader commits an entry of an earlier term by counting replicas "
-        "(paper section 5.4.2, Figure 8)"
+        "the leader commits an entry of an earlier term by counting replicas, and appends no "
+        "no-op at the start of its term, as in the setting of Figure 8 (paper section 5.4.2)"
     ),
     "vote-without-log-check": (
         "voters grant votes without the up-to-date-log restriction (paper section 5.4.1)"

@@ -1,4 +1,5 @@
-"""Raft's safety properties (paper Figure 3) as checks over the states of all nodes.
+"""Raft's safety properties (paper Figure 3, and Figure 2's one vote per term) as checks over
+the states of all nodes.
 
 The checker is incremental: it keeps, across steps, what every property needs (the leader of
 each term, every committed and applied entry, the predecessor term of every (index, term)), and
@@ -23,6 +24,7 @@ LEADER_APPEND_ONLY = "leader append-only"
 LOG_MATCHING = "log matching"
 LEADER_COMPLETENESS = "leader completeness"
 STATE_MACHINE_SAFETY = "state machine safety"
+ONE_VOTE_PER_TERM = "one vote per term"
 
 
 class RaftChecker(InvariantChecker):
@@ -42,16 +44,21 @@ class RaftChecker(InvariantChecker):
         self.leader_tail: dict[tuple[str, int], tuple[int, Any]] = {}
         self.entry_at: dict[tuple[int, int], tuple[LogEntry, int]] = {}
         self.committed: dict[int, LogEntry] = {}
+        # the lowest term in which each index was seen committed (by the committing leader
+        # first, in the same step): leader completeness binds leaders of later terms only
+        self.commit_term: dict[int, int] = {}
         self.max_committed = 0
         self.applied: dict[int, LogEntry] = {}
         self._commit_cursor: dict[str, tuple[int, int]] = {}
         self._apply_cursor: dict[str, tuple[int, int]] = {}
         self._leader_checked: dict[str, tuple[int, int, int]] = {}
+        self.vote_of: dict[tuple[str, int], str] = {}
 
     def check(self, nodes: Mapping[str, Any]) -> None:
         for node_id, node in nodes.items():
             if node is None:
                 continue
+            self._check_vote(node_id, node)
             self._check_log_matching(node_id, node)
             self._record_commits(node_id, node)
             self._record_applies(node_id, node)
@@ -92,7 +99,7 @@ class RaftChecker(InvariantChecker):
         start = checked[2] if checked is not None and checked[:2] == token else 0
         for index in range(max(start + 1, log.first_index), self.max_committed + 1):
             want = self.committed.get(index)
-            if want is None:
+            if want is None or self.commit_term[index] >= term:
                 continue
             if index > log.last_index or log.entry(index) != want:
                 raise InvariantViolation(
@@ -101,6 +108,20 @@ class RaftChecker(InvariantChecker):
                     f"(term {want.term})",
                 )
         self._leader_checked[node_id] = (*token, max(self.max_committed, start))
+
+    # Figure 2 (RequestVote receiver, step 2) and section 5.2: "each server will vote for at
+    # most one candidate in a given term" - across restarts, since votedFor is persistent.
+    def _check_vote(self, node_id: str, node: RaftNode) -> None:
+        voted = node.voted_for
+        if voted is None:
+            return
+        key = (node_id, node.current_term)
+        first = self.vote_of.setdefault(key, voted)
+        if first != voted:
+            raise InvariantViolation(
+                ONE_VOTE_PER_TERM,
+                f"{node_id} voted for {first} and then for {voted} in term {node.current_term}",
+            )
 
     # Figure 3: "if two logs contain an entry with the same index and term, then the logs are
     # identical in all entries up through the given index". Checked inductively: an
@@ -142,6 +163,8 @@ class RaftChecker(InvariantChecker):
         for index in range(max(done + 1, log.first_index), upto + 1):
             entry = log.entry(index)
             known = self.committed.setdefault(index, entry)
+            if self.commit_term.get(index, INF) > node.current_term:
+                self.commit_term[index] = node.current_term
             if known != entry:
                 raise InvariantViolation(
                     STATE_MACHINE_SAFETY,

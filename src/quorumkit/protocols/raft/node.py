@@ -137,6 +137,7 @@ class RaftNode(Protocol):
         self._incoming_snapshot: bytearray = bytearray()
         self._incoming_snapshot_index = 0
         self.elections_started = 0
+        self.campaign_transfer = False
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -237,6 +238,8 @@ class RaftNode(Protocol):
             self.on_heartbeat_timeout(ctx)
         elif name == "check_quorum":
             self.on_check_quorum(ctx)
+        elif name == "vote_retry":
+            self.on_vote_retry(ctx)
         elif name == "transfer":
             self.transfer_target = None
 
@@ -275,6 +278,8 @@ class RaftNode(Protocol):
             if persist:
                 self._persist_hard_state(ctx)
         changed = self.role is not Role.FOLLOWER
+        if changed:
+            ctx.cancel_timer("vote_retry")
         self.role = Role.FOLLOWER
         self.leader_id = leader
         if was_leader:
@@ -315,6 +320,7 @@ class RaftNode(Protocol):
             self.become_candidate(ctx)
             return
         self._request_votes(ctx, self.current_term + 1, pre_vote=True, transfer=False)
+        ctx.set_timer("vote_retry", self.cfg.heartbeat_ms / 1000)
 
     def become_candidate(self, ctx: Context, *, transfer: bool = False) -> None:
         """Section 5.2: increment currentTerm, vote for self, reset the election timer, send
@@ -332,14 +338,29 @@ class RaftNode(Protocol):
             self.become_leader(ctx)
             return
         self._request_votes(ctx, self.current_term, pre_vote=False, transfer=transfer)
+        self.campaign_transfer = transfer
+        ctx.set_timer("vote_retry", self.cfg.heartbeat_ms / 1000)
 
     def _request_votes(self, ctx: Context, term: int, *, pre_vote: bool, transfer: bool) -> None:
         msg = RequestVote(
             term, self.node_id, self.log.last_index, self.log.last_term, pre_vote, transfer
         )
         for peer in self.voters:
-            if peer != self.node_id:
+            if peer != self.node_id and peer not in self.votes:
                 ctx.send(peer, msg)
+
+    def on_vote_retry(self, ctx: Context) -> None:
+        """Section 5.1: servers retry RPCs if they do not receive a response in time. A
+        candidate re-asks the voters that have not granted their vote yet."""
+        if self.role is Role.PRE_CANDIDATE:
+            self._request_votes(ctx, self.current_term + 1, pre_vote=True, transfer=False)
+        elif self.role is Role.CANDIDATE:
+            self._request_votes(
+                ctx, self.current_term, pre_vote=False, transfer=self.campaign_transfer
+            )
+        else:
+            return
+        ctx.set_timer("vote_retry", self.cfg.heartbeat_ms / 1000)
 
     def become_leader(self, ctx: Context) -> None:
         """Section 5.2/5.3: initialize nextIndex to last log index + 1 and matchIndex to 0 for
@@ -350,9 +371,15 @@ class RaftNode(Protocol):
         self.transfer_target = None
         self.lease_acks = {}
         ctx.cancel_timer("election")
+        ctx.cancel_timer("vote_retry")
         ctx.trace("role", role="leader", term=self.current_term)
         self._sync_progress_with_membership(ctx)
-        self._propose(ctx, LogEntry(self.current_term, None, NOOP))
+        if "commit-previous-term" in self.unsafe:
+            # Figure 8's setting: no no-op, so only earlier-term entries may wait for commit
+            for peer in self.progress:
+                self._send_append(ctx, peer)
+        else:
+            self._propose(ctx, LogEntry(self.current_term, None, NOOP))
         ctx.set_timer("heartbeat", self.cfg.heartbeat_ms / 1000)
         if self.cfg.check_quorum:
             ctx.set_timer("check_quorum", self.cfg.election_timeout_ms_min / 1000)
@@ -995,6 +1022,10 @@ class RaftNode(Protocol):
             return SubmitResult(-1, self.current_term, True, problem)
         index = self._propose(ctx, LogEntry(self.current_term, command))
         return SubmitResult(index, self.current_term, True)
+
+    def state_digest(self) -> tuple[int, str]:
+        """(last applied index, digest of the state machine), to compare replicas."""
+        return (self.last_applied, self.sm.state_digest())
 
     def applied_commands(self) -> list[tuple[int, Any]]:
         """``(index, command)`` of the client commands applied since the last (re)start."""
