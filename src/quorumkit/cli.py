@@ -293,6 +293,285 @@ def _print_run(result: dict[str, Any]) -> None:
     console.print(f"replay: {result['replay']}")
 
 
+# ----------------------------------------------------------------------------- runtime
+
+
+@app.command()
+def node(
+    node_id: Annotated[str, typer.Option("--id", help="This node's id (one of --peers).")],
+    peers: Annotated[
+        str, typer.Option("--peers", help="Every member, this node included: ID=HOST:PORT,...")
+    ],
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Durable storage directory.")],
+    http: Annotated[
+        str | None, typer.Option("--http", help="HOST:PORT of the HTTP JSON API.")
+    ] = None,
+    resp: Annotated[
+        str | None, typer.Option("--resp", help="HOST:PORT of the Redis-protocol API.")
+    ] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="Consensus protocol.")] = "raft",
+    cluster_key: Annotated[
+        str | None,
+        typer.Option("--cluster-key", help="File with the shared key (quorumkit keygen)."),
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", help="TOML file with these settings.")
+    ] = None,
+    no_fsync: Annotated[
+        bool, typer.Option("--no-fsync", help="UNSAFE: skip fsync (benchmarks only).")
+    ] = False,
+    fault_injection: Annotated[
+        bool, typer.Option("--fault-injection", help="Accept /v1/admin/faults requests.")
+    ] = False,
+) -> None:
+    """Run one node of a real cluster until SIGTERM or Ctrl-C.
+
+    --peers lists every member as ID=HOST:PORT, like etcd's --initial-cluster. Without
+    --cluster-key the node accepts peers on loopback addresses only.
+    """
+    from pathlib import Path
+
+    from quorumkit.net.framing import read_key
+    from quorumkit.net.runtime import NodeConfig
+    from quorumkit.net.server import parse_address, parse_peers, run_node
+
+    settings: dict[str, Any] = {}
+    if config is not None:
+        settings = _read_toml(config)
+    key = (
+        read_key(cluster_key or settings["cluster_key"])
+        if (cluster_key or settings.get("cluster_key"))
+        else None
+    )
+    http_addr = http or settings.get("http")
+    resp_addr = resp or settings.get("resp")
+    options = settings.get("protocol_options", {})
+    if not isinstance(options, dict):
+        _fail_usage("protocol_options in --config must be a table")
+    cfg = NodeConfig(
+        node_id=node_id,
+        peers=parse_peers(peers),
+        data_dir=Path(data_dir),
+        protocol=protocol,
+        http=parse_address(http_addr, "--http") if http_addr else None,
+        resp=parse_address(resp_addr, "--resp") if resp_addr else None,
+        key=key,
+        fsync=not no_fsync and settings.get("fsync", True),
+        fault_injection=fault_injection or bool(settings.get("fault_injection", False)),
+        protocol_options=options,
+    )
+    from quorumkit.protocols import resolve_protocol
+
+    resolve_protocol(protocol).make_config(**options)
+    run_node(cfg)
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid TOML: {exc}") from None
+
+
+@app.command()
+def keygen(
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Where to write the key.")
+    ] = "cluster.key",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a new random cluster key (hex, mode 0600) for peer authentication."""
+    from pathlib import Path
+
+    from quorumkit.net.framing import write_key
+
+    if Path(out).exists() and not force:
+        _fail_usage(f"{out} exists (use --force to overwrite)")
+    write_key(out)
+    console.print(f"cluster key written to {out}")
+
+
+cluster_app = typer.Typer(
+    help="Run and inspect a local cluster of node processes.", no_args_is_help=True
+)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(
+    nodes: Annotated[int, typer.Option("--nodes", "-n", help="How many nodes.")] = 3,
+    protocol: Annotated[str, typer.Option("--protocol", help="Consensus protocol.")] = "raft",
+    base_port: Annotated[
+        int, typer.Option("--base-port", help="Node i listens on P+10i (peers), +1 HTTP, +2 RESP.")
+    ] = 7000,
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Cluster data directory.")] = (
+        "quorumkit-data"
+    ),
+    no_fsync: Annotated[bool, typer.Option("--no-fsync", help="UNSAFE: skip fsync.")] = False,
+) -> None:
+    """Start a local cluster in the foreground; Ctrl-C stops every node cleanly."""
+    import signal
+    import time
+    from pathlib import Path
+
+    from quorumkit.net.cluster import LocalCluster
+    from quorumkit.protocols import resolve_protocol
+
+    resolve_protocol(protocol)
+    extra = ["--no-fsync"] if no_fsync else []
+    cluster = LocalCluster(nodes, base_port, Path(data_dir), protocol, extra)
+    table = Table(title=f"quorumkit cluster: {nodes} x {protocol}, data in {data_dir}")
+    for col in ("node", "peer", "http", "resp"):
+        table.add_column(col)
+    for s in cluster.specs:
+        table.add_row(s.node_id, s.peer, f"http://{s.http}", s.resp)
+    cluster.start(log_dir=Path(data_dir) / "logs")
+    console.print(table)
+    console.print(
+        f"logs in {data_dir}/logs; try: curl -X PUT --data hello "
+        f"http://{cluster.specs[0].http}/v1/kv/greeting"
+    )
+    console.print("Ctrl-C stops the cluster")
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop["now"]:
+            dead = [n for n, alive in cluster.alive().items() if not alive]
+            if dead:
+                console.print(f"[red]node(s) {', '.join(dead)} exited; see {data_dir}/logs[/]")
+                break
+            time.sleep(0.2)
+    finally:
+        console.print("stopping the cluster...")
+        cluster.stop()
+    if stop["now"]:
+        console.print("stopped")
+    else:
+        raise typer.Exit(1)
+
+
+@cluster_app.command("status")
+def cluster_status(
+    data_dir: Annotated[str, typer.Option("--data-dir", help="Cluster data directory.")] = (
+        "quorumkit-data"
+    ),
+    endpoints: Annotated[
+        str | None, typer.Option("--endpoints", help="HTTP HOST:PORT list instead.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show every node's role, term, leader, commit and applied index."""
+    import urllib.request
+    from pathlib import Path
+
+    from quorumkit.net.cluster import http_endpoints
+
+    eps = endpoints.split(",") if endpoints else http_endpoints(Path(data_dir))
+    rows: dict[str, Any] = {}
+    for ep in eps:
+        try:
+            with urllib.request.urlopen(f"http://{ep}/v1/status", timeout=2) as r:
+                rows[ep] = json.loads(r.read())
+        except (OSError, ValueError) as exc:
+            rows[ep] = {"error": str(exc)}
+    if as_json:
+        typer.echo(json.dumps(rows, sort_keys=True))
+        return
+    table = Table(title="quorumkit cluster status")
+    for col in ("endpoint", "id", "role", "term", "leader", "commit", "applied", "peers up"):
+        table.add_column(col)
+    for ep, st in rows.items():
+        if "error" in st:
+            table.add_row(ep, "-", "[red]unreachable[/]", "", "", "", "", "")
+            continue
+        up = sum(1 for p in st.get("peers", {}).values() if p.get("connected"))
+        table.add_row(
+            ep,
+            str(st.get("id")),
+            str(st.get("role")),
+            str(st.get("term")),
+            str(st.get("leader")),
+            str(st.get("commit_index")),
+            str(st.get("last_applied")),
+            f"{up}/{len(st.get('peers', {}))}",
+        )
+    console.print(table)
+
+
+kv_app = typer.Typer(help="Read and write keys of a running cluster.", no_args_is_help=True)
+app.add_typer(kv_app, name="kv")
+
+
+def _client(data_dir: str, endpoints: str | None) -> Any:
+    from pathlib import Path
+
+    from quorumkit.client import Client
+    from quorumkit.net.cluster import http_endpoints
+
+    return Client(endpoints.split(",") if endpoints else http_endpoints(Path(data_dir)))
+
+
+_EP = Annotated[str | None, typer.Option("--endpoints", help="HTTP HOST:PORT,... of nodes.")]
+_DD = Annotated[str, typer.Option("--data-dir", help="Cluster data directory (cluster up).")]
+
+
+@kv_app.command("get")
+def kv_get(
+    key: str,
+    endpoints: _EP = None,
+    data_dir: _DD = "quorumkit-data",
+    stale: Annotated[bool, typer.Option("--stale", help="Local, possibly stale read.")] = False,
+) -> None:
+    """Print the value of KEY (linearizable read); exit 1 when it is missing."""
+    from quorumkit.client import ClientError
+
+    try:
+        value = _client(data_dir, endpoints).get(key, stale=stale)
+    except ClientError as exc:
+        typer.echo(f"quorumkit: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if value is None:
+        typer.echo(f"{key}: not found", err=True)
+        raise typer.Exit(1)
+    typer.echo(value if isinstance(value, str) else repr(value))
+
+
+@kv_app.command("put")
+def kv_put(key: str, value: str, endpoints: _EP = None, data_dir: _DD = "quorumkit-data") -> None:
+    """Set KEY to VALUE."""
+    from quorumkit.client import ClientError
+
+    try:
+        _client(data_dir, endpoints).put(key, value)
+    except ClientError as exc:
+        typer.echo(f"quorumkit: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("OK")
+
+
+@kv_app.command("del")
+def kv_del(key: str, endpoints: _EP = None, data_dir: _DD = "quorumkit-data") -> None:
+    """Delete KEY."""
+    from quorumkit.client import ClientError
+
+    try:
+        _client(data_dir, endpoints).delete(key)
+    except ClientError as exc:
+        typer.echo(f"quorumkit: error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo("OK")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning usage errors into one line and exit code 2."""
     exc_mod = _click_exceptions()

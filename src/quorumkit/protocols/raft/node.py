@@ -1023,6 +1023,10 @@ class RaftNode(Protocol):
         index = self._propose(ctx, LogEntry(self.current_term, command))
         return SubmitResult(index, self.current_term, True)
 
+    def local_read(self, command: Any) -> Any:
+        """A stale read of this replica's state machine (no ReadIndex round)."""
+        return self.sm.read(command)
+
     def state_digest(self) -> tuple[int, str]:
         """(last applied index, digest of the state machine), to compare replicas."""
         return (self.last_applied, self.sm.state_digest())

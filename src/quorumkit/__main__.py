@@ -1,0 +1,3 @@
+from quorumkit.cli import main
+
+main()

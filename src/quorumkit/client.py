@@ -1,0 +1,299 @@
+"""Python client of a quorumkit cluster (HTTP API), synchronous and asynchronous.
+
+>>> c = Client(["127.0.0.1:8011", "127.0.0.1:8021", "127.0.0.1:8031"])   # doctest: +SKIP
+>>> c.put("x", "1"); c.get("x")                                          # doctest: +SKIP
+'1'
+
+Rules: the client finds the leader (``/v1/status``) and talks to it; any node would do, since
+followers forward. Every write runs in a client session (a random client id and a sequence
+number), so a retry after a timeout or a lost connection is executed at most once. Reads are
+linearizable unless ``stale=True``. Failures raise :class:`ClientError`; ``indeterminate`` on it
+says whether the write may still have taken effect.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from quorumkit.errors import QuorumkitError
+
+RETRYABLE = (503, 504)
+
+
+class ClientError(QuorumkitError):
+    def __init__(self, message: str, *, indeterminate: bool = False) -> None:
+        super().__init__(message)
+        self.indeterminate = indeterminate
+
+
+@dataclass(frozen=True)
+class _Call:
+    method: str
+    path: str
+    body: bytes | None
+    write: bool
+
+
+class _Core:
+    """What the sync and async clients share: endpoints, sessions, request shapes, verdicts."""
+
+    def __init__(
+        self, endpoints: list[str] | str, timeout_s: float, retries: int, client_id: str | None
+    ) -> None:
+        eps = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+        self.endpoints = [e.strip().removeprefix("http://").rstrip("/") for e in eps if e.strip()]
+        if not self.endpoints:
+            raise ClientError("no endpoints given")
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.client_id = client_id or uuid.uuid4().hex
+        self.seq = 0
+        self.current = 0
+
+    def url(self, path: str) -> str:
+        return f"http://{self.endpoints[self.current]}{path}"
+
+    def rotate(self) -> None:
+        self.current = (self.current + 1) % len(self.endpoints)
+
+    def headers(self, call: _Call, seq: int) -> dict[str, str]:
+        h = {"Content-Type": "application/octet-stream"}
+        if call.write:
+            h["X-Client-Id"] = self.client_id
+            h["X-Request-Seq"] = str(seq)
+        return h
+
+    @staticmethod
+    def key_path(key: str) -> str:
+        return "/v1/kv/" + urllib.parse.quote(key, safe="")
+
+    @staticmethod
+    def body(value: str | bytes) -> bytes:
+        return value.encode() if isinstance(value, str) else value
+
+
+def _verdict(op: str, status: int, payload: dict[str, Any]) -> Any:
+    if status == 404 and op == "get":
+        return None
+    if status == 412 and op == "cas":
+        return False
+    if status >= 400:
+        raise ClientError(f"{op}: HTTP {status}: {payload.get('error')}: {payload.get('detail')}")
+    if op == "get":
+        value = payload.get("value")
+        if payload.get("encoding") == "base64" and isinstance(value, str):
+            import base64
+
+            return base64.b64decode(value)
+        return value
+    if op == "cas":
+        return True
+    if op == "status":
+        return payload
+    return None
+
+
+def _shape(op: str, key: str, value: Any = None, old: Any = None, stale: bool = False) -> _Call:
+    path = _Core.key_path(key) if key else ""
+    if op == "get":
+        return _Call("GET", path + ("?consistency=stale" if stale else ""), None, False)
+    if op == "put":
+        return _Call("PUT", path, _Core.body(value), True)
+    if op == "cas":
+        q = urllib.parse.urlencode({"cas": old})
+        return _Call("PUT", f"{path}?{q}", _Core.body(value), True)
+    if op == "append":
+        return _Call("POST", f"{path}?op=append", _Core.body(value), True)
+    if op == "delete":
+        return _Call("DELETE", path, None, True)
+    if op == "status":
+        return _Call("GET", "/v1/status", None, False)
+    raise ClientError(f"unknown operation {op!r}")
+
+
+class Client(_Core):
+    """Synchronous client (standard library HTTP)."""
+
+    def __init__(
+        self,
+        endpoints: list[str] | str,
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 8,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(endpoints, timeout_s, retries, client_id)
+        self._find_leader()
+
+    def _find_leader(self) -> None:
+        for i in range(len(self.endpoints)):
+            self.current = i
+            try:
+                st = self._once(_shape("status", ""), 0, "status")
+            except (ClientError, OSError):
+                continue
+            if st.get("role") == "leader":
+                return
+        self.current = 0
+
+    def _once(self, call: _Call, seq: int, op: str) -> Any:
+        req = urllib.request.Request(
+            self.url(call.path), data=call.body, method=call.method, headers=self.headers(call, seq)
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        try:
+            payload = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            payload = {"error": "bad_response", "detail": raw[:100].decode("latin-1")}
+        if status in RETRYABLE:
+            raise _Retry(status, payload)
+        return _verdict(op, status, payload)
+
+    def _run(self, op: str, call: _Call) -> Any:
+        seq = 0
+        if call.write:
+            self.seq += 1
+            seq = self.seq
+        unknown = False
+        last = ""
+        for attempt in range(self.retries):
+            try:
+                return self._once(call, seq, op)
+            except _Retry as r:
+                unknown = unknown or r.status == 504
+                last = f"HTTP {r.status} {r.payload.get('error')}"
+            except (OSError, TimeoutError) as exc:
+                unknown = unknown or call.write
+                last = str(exc)
+            self.rotate()
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise ClientError(
+            f"{op} failed after {self.retries} attempts: {last}",
+            indeterminate=unknown and call.write,
+        )
+
+    def get(self, key: str, *, stale: bool = False) -> Any:
+        return self._run("get", _shape("get", key, stale=stale))
+
+    def put(self, key: str, value: str | bytes) -> None:
+        self._run("put", _shape("put", key, value))
+
+    def cas(self, key: str, old: str, new: str | bytes) -> bool:
+        return bool(self._run("cas", _shape("cas", key, new, old)))
+
+    def append(self, key: str, value: str | bytes) -> None:
+        self._run("append", _shape("append", key, value))
+
+    def delete(self, key: str) -> None:
+        self._run("delete", _shape("delete", key))
+
+    def status(self) -> dict[str, Any]:
+        return dict(self._run("status", _shape("status", "")))
+
+
+class _Retry(Exception):
+    def __init__(self, status: int, payload: dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.payload = payload
+
+
+class AsyncClient(_Core):
+    """Asynchronous client (aiohttp). Use ``async with AsyncClient(...) as c``."""
+
+    def __init__(
+        self,
+        endpoints: list[str] | str,
+        *,
+        timeout_s: float = 5.0,
+        retries: int = 8,
+        client_id: str | None = None,
+    ) -> None:
+        super().__init__(endpoints, timeout_s, retries, client_id)
+        self._session: Any = None
+
+    async def __aenter__(self) -> AsyncClient:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _once(self, call: _Call, seq: int, op: str) -> Any:
+        if self._session is None:
+            await self.__aenter__()
+        async with self._session.request(
+            call.method, self.url(call.path), data=call.body, headers=self.headers(call, seq)
+        ) as resp:
+            status = resp.status
+            raw = await resp.read()
+        try:
+            payload = json.loads(raw) if raw else {}
+        except json.JSONDecodeError:
+            payload = {"error": "bad_response"}
+        if status in RETRYABLE:
+            raise _Retry(status, payload)
+        return _verdict(op, status, payload)
+
+    async def _run(self, op: str, call: _Call) -> Any:
+        import asyncio
+
+        import aiohttp
+
+        seq = 0
+        if call.write:
+            self.seq += 1
+            seq = self.seq
+        unknown = False
+        last = ""
+        for attempt in range(self.retries):
+            try:
+                return await self._once(call, seq, op)
+            except _Retry as r:
+                unknown = unknown or r.status == 504
+                last = f"HTTP {r.status} {r.payload.get('error')}"
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                unknown = unknown or call.write
+                last = str(exc) or type(exc).__name__
+            self.rotate()
+            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise ClientError(
+            f"{op} failed after {self.retries} attempts: {last}",
+            indeterminate=unknown and call.write,
+        )
+
+    async def get(self, key: str, *, stale: bool = False) -> Any:
+        return await self._run("get", _shape("get", key, stale=stale))
+
+    async def put(self, key: str, value: str | bytes) -> None:
+        await self._run("put", _shape("put", key, value))
+
+    async def cas(self, key: str, old: str, new: str | bytes) -> bool:
+        return bool(await self._run("cas", _shape("cas", key, new, old)))
+
+    async def append(self, key: str, value: str | bytes) -> None:
+        await self._run("append", _shape("append", key, value))
+
+    async def delete(self, key: str) -> None:
+        await self._run("delete", _shape("delete", key))
+
+    async def status(self) -> dict[str, Any]:
+        return dict(await self._run("status", _shape("status", "")))
