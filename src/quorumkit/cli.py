@@ -225,7 +225,7 @@ def _campaign(base: Any, seed_list: list[int], as_json: bool, report: str | None
         console.print(f"[red]seed {failed.options.seed} FAILED[/] after {passed} passing seeds")
         for v in failed.summary["violations"]:
             console.print(f"  {v}")
-        console.print(f"replay: {failed.options.replay_command()}")
+        console.print(f"replay: {failed.options.replay_command()}", soft_wrap=True)
         console.print(f"trace hash: {failed.summary['trace_hash']}")
     if failed is not None:
         raise typer.Exit(1)
@@ -290,7 +290,7 @@ def _print_run(result: dict[str, Any]) -> None:
     for violation in result["violations"]:
         console.print(f"[bold red]VIOLATION[/] {violation}")
     console.print(f"trace hash: {result['trace_hash']}")
-    console.print(f"replay: {result['replay']}")
+    console.print(f"replay: {result['replay']}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- runtime
@@ -577,7 +577,9 @@ def main(argv: list[str] | None = None) -> None:
     exc_mod = _click_exceptions()
     no_args: Any = getattr(exc_mod, "NoArgsIsHelpError", ())
     try:
-        app(args=argv, prog_name="quorumkit", standalone_mode=False)
+        rc = app(args=argv, prog_name="quorumkit", standalone_mode=False)
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
     except no_args as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         sys.exit(0)

@@ -190,6 +190,8 @@ class Simulation:
             if missing:
                 raise ConfigError(f"topology lacks nodes {sorted(missing)}")
         self.topology = topology
+        self._partition_cut: set[frozenset[str]] = set()
+        self._disconnected: set[str] = set()
         self.lose_unsynced_on_crash = lose_unsynced_on_crash
         self._now = 0.0
         self._seq = 0
@@ -424,17 +426,29 @@ class Simulation:
             self._record((self._now, "skew", node, float(factor)))
 
     # ------------------------------------------------------------------ partitions
+    def _apply_cuts(self) -> None:
+        """The topology's cut links: the partition's, plus every link of a disconnected node."""
+        cut = set(self._partition_cut)
+        graph = self.topology.graph
+        for node in self._disconnected:
+            cut.update(frozenset((node, m)) for m in graph.neighbors(node))
+        self.topology.heal()
+        self.topology.cut(cut)
+
     def disconnect(self, node: str) -> None:
-        """Cut every link of ``node``."""
+        """Cut every link of ``node`` (until :meth:`reconnect` or :meth:`heal`)."""
         self._slot(node)
-        self.topology.isolate(node)
+        self._disconnected.add(node)
+        self._apply_cuts()
         if self._trace_mode != "off":
             self._record((self._now, "disconnect", node))
 
     def reconnect(self, node: str) -> None:
-        """Restore every cut link of ``node``."""
+        """Undo :meth:`disconnect` of ``node``: its links come back, except those to nodes
+        that are still disconnected and those a partition cuts."""
         self._slot(node)
-        self.topology.restore(lk for lk in self.topology.cut_links if node in lk)
+        self._disconnected.discard(node)
+        self._apply_cuts()
         if self._trace_mode != "off":
             self._record((self._now, "reconnect", node))
 
@@ -457,13 +471,16 @@ class Simulation:
                     self._slot(n)
             cut = self.topology.links_between(lists)
             part = Partition("groups", tuple(tuple(g) for g in lists), cut)
-        self.topology.cut(part.cut)
+        self._partition_cut |= part.cut
+        self._apply_cuts()
         if self._trace_mode != "off":
             self._record((self._now, "partition", part.describe()))
         return part
 
     def heal(self) -> None:
-        """Restore every cut link."""
+        """Restore every cut link: end every partition and every disconnect."""
+        self._partition_cut = set()
+        self._disconnected = set()
         self.topology.heal()
         if self._trace_mode != "off":
             self._record((self._now, "heal"))

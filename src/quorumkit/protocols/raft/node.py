@@ -272,12 +272,13 @@ class RaftNode(Protocol):
     ) -> None:
         """Convert to follower in ``term`` (Figure 2, rules for all servers)."""
         was_leader = self.role is Role.LEADER
+        changed = self.role is not Role.FOLLOWER
         if term > self.current_term:
             self.current_term = term
             self.voted_for = None
+            changed = True  # a new term is worth a trace even for a follower
             if persist:
                 self._persist_hard_state(ctx)
-        changed = self.role is not Role.FOLLOWER
         if changed:
             ctx.cancel_timer("vote_retry")
         self.role = Role.FOLLOWER
