@@ -37,6 +37,7 @@ class RaftChecker(InvariantChecker):
         LOG_MATCHING,
         LEADER_COMPLETENESS,
         STATE_MACHINE_SAFETY,
+        ONE_VOTE_PER_TERM,
     )
 
     def __init__(self) -> None:
