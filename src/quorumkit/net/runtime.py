@@ -134,6 +134,8 @@ class NodeRuntime:
         self._forwarded: dict[int, asyncio.Future[Any]] = {}
         self._stopping = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self.failed = False
+        self.on_fatal: Callable[[], None] | None = None
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,7 +167,8 @@ class NodeRuntime:
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flusher
-        await self._loop_io(self._commit_pending)
+        if not self.failed:
+            await self._loop_io(self._commit_pending)
         await self.transport.stop()
         for fut in [*self._waiting.values(), *self._forwarded.values()]:
             if not fut.done():
@@ -204,22 +207,39 @@ class NodeRuntime:
 
     # ------------------------------------------------------------------ group commit
     def _commit_pending(self) -> None:
-        batch = self.storage.take_batch()
-        if batch:
-            self.storage.commit(batch)
+        self.storage.commit(self.storage.take_batch())
 
     async def _flush_loop(self) -> None:
+        try:
+            await self._flush_forever()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # fail-stop: a node that cannot make its writes durable must not go on
+            log.critical("%s: storage commit failed; stopping the node", self.config.node_id,
+                         exc_info=True)
+            self.failed = True
+            self._stopping = True
+            for fut in [*self._waiting.values(), *self._forwarded.values()]:
+                if not fut.done():
+                    fut.set_result({"error": "unavailable", "detail": "storage failed"})
+            if self.on_fatal is not None:
+                self.on_fatal()
+
+    async def _flush_forever(self) -> None:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             batch = self.storage.take_batch()
             sends, self.ctx.sends = self.ctx.sends, []
             replies, self.ctx.replies = self.ctx.replies, []
-            if batch:
+            if batch.ops:
                 t0 = time.perf_counter()
                 await self.loop.run_in_executor(self._io, self.storage.commit, batch)
                 self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
-                self.metrics.batch_inputs.observe(len(batch))
+                self.metrics.batch_inputs.observe(batch.ops)
+            else:
+                self.storage.commit(batch)  # nothing to write: no transaction
             for dst, msg in sends:
                 self.transport.send(dst, msg)
             self.metrics.messages_sent.inc(len(sends))

@@ -62,10 +62,11 @@ async def serve(config: NodeConfig, ready: Any = None) -> None:
             "use only for benchmarks"
         )
     rt = NodeRuntime(config)
+    stop = asyncio.Event()
+    rt.on_fatal = stop.set
     await rt.start()
     http = HttpFrontEnd(rt)
     resp = None
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -92,6 +93,8 @@ async def serve(config: NodeConfig, ready: Any = None) -> None:
             await resp.stop()
         await http.stop()
         await rt.stop()
+    if rt.failed:
+        raise SystemExit(3)
 
 
 def run_node(config: NodeConfig) -> None:

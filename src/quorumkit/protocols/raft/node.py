@@ -263,8 +263,9 @@ class RaftNode(Protocol):
         if problem is not None:
             ctx.reply(request, {"error": "bad_command", "detail": problem})
             return
-        index = self._propose(ctx, LogEntry(self.current_term, command))
-        self.pending[index] = (request, self.current_term)
+        # register before proposing: a single-voter cluster commits inside _propose
+        self.pending[self.log.last_index + 1] = (request, self.current_term)
+        self._propose(ctx, LogEntry(self.current_term, command))
 
     # ------------------------------------------------------------------ roles
     def become_follower(
