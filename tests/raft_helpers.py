@@ -103,6 +103,46 @@ class FakeContext(Context):
         self.replies.clear()
 
 
+class DrivenRaftNode(RaftNode):
+    """A RaftNode that plays its own driver's part of the contract (rule 7 of
+    quorumkit.protocol): after every input, the deferred batch work runs (``on_flush``), as the
+    simulator and the runtime do. Tests feed inputs to it directly."""
+
+    def _flushed(self, ctx: Context) -> None:
+        if self.needs_flush:
+            self.on_flush(ctx)
+
+    def on_start(self, ctx: Context) -> None:
+        super().on_start(ctx)
+        self._flushed(ctx)
+
+    def on_recover(self, ctx: Context, stored: Any) -> None:
+        super().on_recover(ctx, stored)
+        self._flushed(ctx)
+
+    def on_message(self, ctx: Context, src: str, msg: Any) -> None:
+        super().on_message(ctx, src, msg)
+        self._flushed(ctx)
+
+    def on_timer(self, ctx: Context, name: str) -> None:
+        super().on_timer(ctx, name)
+        self._flushed(ctx)
+
+    def on_client(self, ctx: Context, request: ClientRequest) -> None:
+        super().on_client(ctx, request)
+        self._flushed(ctx)
+
+    def submit(self, ctx: Context, command: Any) -> Any:
+        out = super().submit(ctx, command)
+        self._flushed(ctx)
+        return out
+
+    def change_membership(self, ctx: Context, action: str, node: str) -> str | None:
+        out = super().change_membership(ctx, action, node)
+        self._flushed(ctx)
+        return out
+
+
 PAPER = {"pre_vote": False, "check_quorum": False}
 """Options that give the plain algorithm of the paper's section 5 (no dissertation extras)."""
 
@@ -126,7 +166,7 @@ def new_node(
     written to its storage first and the node recovers from it (like a restart). Options
     default to the paper's plain algorithm (:data:`PAPER`)."""
     config = RaftConfig.from_options(**{**PAPER, **options})
-    node = RaftNode(node_id, members, config)
+    node = DrivenRaftNode(node_id, members, config)
     ctx = FakeContext(node_id, members, seed)
     if term or voted_for is not None or log:
         ctx.storage.put("hard", (term, voted_for))

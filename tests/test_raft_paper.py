@@ -23,6 +23,7 @@ from quorumkit.protocols.raft import (
 )
 from quorumkit.protocols.raft.messages import NOOP
 from raft_helpers import (
+    DrivenRaftNode,
     FakeContext,
     Wire,
     entries,
@@ -133,7 +134,7 @@ def test_5_2_servers_start_as_followers_with_an_election_timer():
     assert node.role is Role.FOLLOWER
     assert node.current_term == 0
     assert node.voted_for is None
-    node2 = RaftNode("n1", ("n1", "n2", "n3"))
+    node2 = DrivenRaftNode("n1", ("n1", "n2", "n3"))
     ctx2 = FakeContext("n1", ("n1", "n2", "n3"))
     node2.on_start(ctx2)
     assert node2.role is Role.FOLLOWER
@@ -815,7 +816,7 @@ def test_figure_2_a_restarted_server_remembers_its_vote(unsafe, second_vote):
     node, ctx = new_node(term=1, log=entries(1), **options)
     node.on_message(ctx, "n2", RequestVote(2, "n2", 1, 1))
     assert ctx.take() == [("n2", RequestVoteResponse(2, True))]
-    reborn = RaftNode("n1", ("n1", "n2", "n3"), node.cfg)
+    reborn = DrivenRaftNode("n1", ("n1", "n2", "n3"), node.cfg)
     reborn.on_recover(ctx, ctx.storage.load())
     assert reborn.current_term == 2
     assert list(reborn.log.entries) == entries(1)

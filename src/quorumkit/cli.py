@@ -572,6 +572,61 @@ def kv_del(key: str, endpoints: _EP = None, data_dir: _DD = "quorumkit-data") ->
     typer.echo("OK")
 
 
+@app.command()
+def bench(
+    endpoints: Annotated[
+        str | None, typer.Option("--endpoints", help="HOST:PORT,... (HTTP, or RESP for resp).")
+    ] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="quorumkit | resp | etcd | http-kv")
+    ] = "quorumkit",
+    data_dir: _DD = "quorumkit-data",
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Requests in flight (closed loop).")
+    ] = 16,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Measured seconds.")] = 10.0,
+    warmup: Annotated[float, typer.Option("--warmup", help="Seconds before measuring.")] = 1.0,
+    value_size: Annotated[int, typer.Option("--value-size", help="Bytes per value.")] = 100,
+    keys: Annotated[int, typer.Option("--keys", help="Distinct keys.")] = 10_000,
+    read_ratio: Annotated[float, typer.Option("--read-ratio", help="Fraction of reads.")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Closed-loop load: ops/s and p50/p99/p999 latency of a running cluster."""
+    import asyncio
+    from pathlib import Path
+
+    from quorumkit.bench import BenchOptions, run_bench
+
+    if endpoints:
+        eps = tuple(e.strip() for e in endpoints.split(",") if e.strip())
+    else:
+        from quorumkit.net.cluster import read_cluster_file
+
+        nodes = read_cluster_file(Path(data_dir))["nodes"]
+        eps = tuple(str(n["resp" if target == "resp" else "http"]) for n in nodes)
+    opts = BenchOptions(
+        endpoints=eps,
+        target=target,
+        concurrency=concurrency,
+        duration_s=duration,
+        warmup_s=warmup,
+        value_size=value_size,
+        keys=keys,
+        read_ratio=read_ratio,
+    )
+    result = asyncio.run(run_bench(opts))
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True))
+        return
+    console.print(
+        f"{result['target']} c={concurrency}: {result['ops_per_s']:,} ops/s, "
+        f"p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, p999 {result['p999_ms']} ms "
+        f"({result['ops']} ok, {result['errors']} errors in {duration:g} s)"
+    )
+    if result["ops"] == 0:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, turning usage errors into one line and exit code 2."""
     exc_mod = _click_exceptions()

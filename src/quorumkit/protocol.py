@@ -19,6 +19,10 @@ Rules of this module (DESIGN.md, "The protocol contract"):
    plain data so that it can be deep-copied, compared and hashed.
 6. Messages are frozen dataclasses declared with :func:`quorumkit.codec.message`. A message that
    fails validation is dropped and counted by the driver; it never reaches ``on_message``.
+7. **Batching.** A handler may defer work by setting ``needs_flush``; the driver then calls
+   :meth:`Protocol.on_flush` before it commits the writes of the batch (the simulator right
+   after that input; the runtime once per group commit). Raft uses it to send one
+   AppendEntries for all the proposals of a batch.
 """
 
 from __future__ import annotations
@@ -154,6 +158,8 @@ class Protocol(abc.ABC):
 
     #: Registered short name ("raft", "paxos", "pbft", "heartbeat").
     name: ClassVar[str] = ""
+    #: Set by a handler that deferred work to :meth:`on_flush` (rule 7).
+    needs_flush: bool = False
 
     def __init__(self, node_id: str, members: Sequence[str], config: Any = None) -> None:
         self.node_id = node_id
@@ -177,6 +183,14 @@ class Protocol(abc.ABC):
 
     def on_timer(self, ctx: Context, name: str) -> None:  # noqa: B027 - optional input
         """Timer ``name`` fired."""
+
+    def on_flush(self, ctx: Context) -> None:
+        """End of a batch of inputs (rule 7): do the deferred work; clear ``needs_flush``."""
+        self.needs_flush = False
+
+    def leader(self) -> str | None:
+        """The node this node believes leads (None when unknown or leaderless protocols)."""
+        return None
 
     def on_client(self, ctx: Context, request: ClientRequest) -> None:
         """A client request arrived at this node. Default: refuse it."""

@@ -216,8 +216,9 @@ class NodeRuntime:
             raise
         except Exception:
             # fail-stop: a node that cannot make its writes durable must not go on
-            log.critical("%s: storage commit failed; stopping the node", self.config.node_id,
-                         exc_info=True)
+            log.critical(
+                "%s: storage commit failed; stopping the node", self.config.node_id, exc_info=True
+            )
             self.failed = True
             self._stopping = True
             for fut in [*self._waiting.values(), *self._forwarded.values()]:
@@ -230,6 +231,8 @@ class NodeRuntime:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
+            if self.protocol.needs_flush:
+                self.protocol.on_flush(self.ctx)
             batch = self.storage.take_batch()
             sends, self.ctx.sends = self.ctx.sends, []
             replies, self.ctx.replies = self.ctx.replies, []
@@ -252,6 +255,11 @@ class NodeRuntime:
     async def execute(self, command: Any, *, forward: bool = True) -> Any:
         """Run a client command (write, or linearizable read) and return its result."""
         t0 = time.perf_counter()
+        leader = self.protocol.leader()
+        if forward and leader is not None and leader != self.config.node_id:
+            result = await self._forward(leader, command)  # skip the local round trip
+            self.metrics.observe_request(result, time.perf_counter() - t0)
+            return result
         result = await self._execute_local(command)
         if (
             forward

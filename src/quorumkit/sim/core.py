@@ -373,6 +373,8 @@ class Simulation:
                 proto.on_recover(slot.ctx, slot.storage.load())
             else:
                 proto.on_start(slot.ctx)
+            if proto.needs_flush:
+                proto.on_flush(slot.ctx)
         except Exception as exc:
             self._annotate(exc, slot.node_id, "recover" if recover else "start")
             raise
@@ -509,6 +511,8 @@ class Simulation:
         self._in_handler = node
         try:
             slot.protocol.on_client(slot.ctx, request)
+            if slot.protocol.needs_flush:
+                slot.protocol.on_flush(slot.ctx)
         except Exception as exc:
             self._annotate(exc, node, f"client request {command!r:.60}")
             raise
@@ -536,6 +540,8 @@ class Simulation:
         self._in_handler = node
         try:
             out = fn(slot.protocol, slot.ctx)
+            if slot.protocol.needs_flush:
+                slot.protocol.on_flush(slot.ctx)
         except Exception as exc:
             if not isinstance(exc, ConfigError):
                 self._annotate(exc, node, getattr(fn, "__name__", "invoke"))
@@ -651,6 +657,8 @@ class Simulation:
             assert proto is not None and slot.ctx is not None
             try:
                 proto.on_message(slot.ctx, src, msg)
+                if proto.needs_flush:
+                    proto.on_flush(slot.ctx)
             except Exception as exc:
                 self._annotate(exc, dst, f"{type(msg).__name__} from {src}")
                 raise
@@ -663,7 +671,10 @@ class Simulation:
             if self._trace_mode != "off":
                 self._record((self._now, "timer", slot.node_id, name))
             try:
-                slot.protocol.on_timer(slot.ctx, name)
+                proto = slot.protocol
+                proto.on_timer(slot.ctx, name)
+                if proto.needs_flush:
+                    proto.on_flush(slot.ctx)
             except Exception as exc:
                 self._annotate(exc, slot.node_id, f"timer {name!r}")
                 raise

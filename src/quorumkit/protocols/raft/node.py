@@ -509,9 +509,18 @@ class RaftNode(Protocol):
         index = self.log.last_index + 1
         self._append_to_log(ctx, index, [entry])
         self._maybe_commit(ctx)
-        for peer in self.progress:
-            self._send_append(ctx, peer)
+        self.needs_flush = True  # replicate once per batch, in on_flush
         return index
+
+    def on_flush(self, ctx: Context) -> None:
+        """End of a batch: send the batch's new entries to every follower at once."""
+        self.needs_flush = False
+        if self.role is Role.LEADER:
+            for peer in self.progress:
+                self._send_append(ctx, peer)
+
+    def leader(self) -> str | None:
+        return self.leader_id
 
     def _send_append(self, ctx: Context, peer: str) -> None:
         """Send new entries to ``peer`` as flow control allows."""
