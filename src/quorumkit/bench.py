@@ -55,7 +55,7 @@ class BenchOptions:
 def percentile(sorted_values: list[float], p: float) -> float:
     if not sorted_values:
         return float("nan")
-    k = min(len(sorted_values) - 1, max(0, int(round(p / 100 * (len(sorted_values) - 1)))))
+    k = min(len(sorted_values) - 1, max(0, round(p / 100 * (len(sorted_values) - 1))))
     return sorted_values[k]
 
 
@@ -74,10 +74,10 @@ class _Worker:
             if read:
                 async with self.session.get(url) as r:
                     await r.read()
-                    return r.status in (200, 404)
+                    return bool(r.status in (200, 404))
             async with self.session.put(url, data=self.value) as r:
                 await r.read()
-                return r.status == 200
+                return bool(r.status == 200)
         if o.target == "etcd":
             k = base64.b64encode(key.encode()).decode()
             if read:
@@ -85,13 +85,13 @@ class _Worker:
                     f"http://{self.endpoint}/v3/kv/range", json={"key": k}
                 ) as r:
                     await r.read()
-                    return r.status == 200
+                    return bool(r.status == 200)
             v = base64.b64encode(self.value).decode()
             async with self.session.post(
                 f"http://{self.endpoint}/v3/kv/put", json={"key": k, "value": v}
             ) as r:
                 await r.read()
-                return r.status == 200
+                return bool(r.status == 200)
         # resp: session is a redis.asyncio client
         try:
             if read:

@@ -148,7 +148,7 @@ class Client(_Core):
             self.url(call.path), data=call.body, method=call.method, headers=self.headers(call, seq)
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
