@@ -161,7 +161,7 @@ def run(opts: RunOptions) -> RunResult:
         lin_result = check_linearizability(ops, model="kv", timeout=60.0)
         linearizable = lin_result.ok
         if lin_result.ok is False:
-            violations.append(f"not linearizable: {lin_result.explanation}")
+            violations.append(str(lin_result.explanation))
         elif lin_result.ok is None:
             violations.append("linearizability check timed out (verdict unknown)")
 

@@ -20,6 +20,10 @@ UNSAFE_VARIANTS: dict[str, str] = {
         "votedFor is not durable, so a restarted node may vote twice in one term "
         "(paper Figure 2, 'persistent state on all servers')"
     ),
+    "stale-read": (
+        "any node answers reads from its own state machine, with no ReadIndex round "
+        "(dissertation 6.4): a deposed leader or a lagging follower serves old values"
+    ),
     "no-truncate-on-conflict": (
         "a follower overwrites a conflicting entry without deleting the entries that follow it "
         "(paper Figure 2, AppendEntries receiver step 3)"

@@ -246,6 +246,9 @@ class RaftNode(Protocol):
     def on_client(self, ctx: Context, request: ClientRequest) -> None:
         """A client command: leaders replicate it (writes) or serve it by ReadIndex (reads);
         followers answer with the leader's id (section 8)."""
+        if "stale-read" in self.unsafe and is_read_only(request.command):
+            ctx.reply(request, self.sm.read(request.command))
+            return
         if self.role is not Role.LEADER:
             ctx.reply(request, {"error": "not_leader", "leader": self.leader_id})
             return
