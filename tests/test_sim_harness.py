@@ -50,7 +50,7 @@ def test_each_unsafe_variant_fails_within_200_seeds(variant):
 
 
 def test_stale_reads_are_caught_by_the_linearizability_checker_not_by_invariants():
-    seed, violations = first_failure("stale-read") or (0, [])
+    seed, _ = first_failure("stale-read") or (0, [])
     assert seed, "stale-read was never caught"
     result = run(RunOptions(seed=seed, nemesis=NEMESIS, unsafe="stale-read"))
     assert result.summary["linearizable"] is False
