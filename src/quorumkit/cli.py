@@ -293,6 +293,56 @@ def _print_run(result: dict[str, Any]) -> None:
     console.print(f"replay: {result['replay']}", soft_wrap=True)
 
 
+@app.command()
+def check(
+    history: Annotated[str, typer.Argument(help="History file: JSON lines or Jepsen EDN.")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="register or kv (default: from the file).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Give up after this many seconds.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Check a client history for linearizability (exit 0 yes, 1 no, 3 timed out).
+
+    Reads JSON lines ({"client","call","ret","input","output"} or invoke/ok/fail/info events)
+    or the EDN format of Jepsen and Porcupine. Histories are split by key (P-compositionality).
+    """
+    from quorumkit.check import check_linearizability, load_history
+
+    ops, hint = load_history(history)
+    if model is not None:
+        if model not in ("register", "kv"):
+            _fail_usage(f"--model is register or kv, got {model!r}")
+        hint = {**hint, "model": model}
+    result = check_linearizability(ops, timeout=timeout, **hint)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "history": history,
+                    "operations": len(ops),
+                    "model": hint.get("model"),
+                    "linearizable": result.ok,
+                    "explanation": result.explanation,
+                    "elapsed_s": result.elapsed_s,
+                }
+            )
+        )
+    elif result.ok:
+        console.print(f"[green]linearizable[/]: {len(ops)} operations ({result.elapsed_s:.3f} s)")
+    elif result.ok is None:
+        console.print(f"[yellow]unknown[/]: timed out after {result.elapsed_s:.1f} s")
+    else:
+        console.print(f"[red]NOT linearizable[/]: {len(ops)} operations")
+        console.print(result.explanation, soft_wrap=True, markup=False)
+    if result.ok is None:
+        raise typer.Exit(3)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 # ----------------------------------------------------------------------------- runtime
 
 
