@@ -47,7 +47,7 @@ def main() -> None:
             t0 = time.perf_counter()
             caught = None
             for s in range(1, args.variant_seeds + 1, args.jobs * 4):
-                batch = [(x, variant, False) for x in range(s, min(s + args.jobs * 4,
+                batch = [(x, variant, True) for x in range(s, min(s + args.jobs * 4,
                                                                    args.variant_seeds + 1))]
                 for seed, ok, v in pool.map(one, batch):
                     if not ok:
@@ -71,7 +71,8 @@ def main() -> None:
         r = out[variant]
         assert isinstance(r, dict)
         where = f"seed {r['caught_at_seed']}" if r["caught_at_seed"] else "NOT CAUGHT"
-        print(f"{variant:>24}: caught at {where}: {r['violation']}")
+        first = str(r["violation"]).splitlines()[0]
+        print(f"{variant:>24}: caught at {where}: {first}")
 
 
 if __name__ == "__main__":
