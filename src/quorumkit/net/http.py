@@ -198,15 +198,23 @@ class HttpFrontEnd:
             return _error(400, "bad_request", "body must be a JSON object")
         drop = spec.get("drop", [])
         delay = spec.get("delay_ms", {})
+        shape = '{"drop": [peer ids], "delay_ms": {peer id: milliseconds >= 0}}'
         if not isinstance(drop, list) or not isinstance(delay, dict):
-            return _error(400, "bad_request", '{"drop": [ids], "delay_ms": {id: ms}}')
+            return _error(400, "bad_request", shape)
+        if not all(isinstance(p, str) for p in drop):
+            return _error(400, "bad_request", shape)
+        delays: dict[str, float] = {}
+        for p, ms in delay.items():
+            if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not 0 <= ms <= 60_000:
+                return _error(400, "bad_request", f"delay for {p!r:.40} must be 0..60000 ms")
+            delays[p] = float(ms) / 1000
         peers = set(self.rt.config.peers)
-        unknown = [p for p in [*drop, *delay] if p not in peers]
+        unknown = [p for p in [*drop, *delays] if p not in peers]
         if unknown:
             return _error(400, "bad_request", f"unknown peers {unknown}")
         t = self.rt.transport
         t.drop_peers = set(drop)
-        t.delay_s = {p: float(ms) / 1000 for p, ms in delay.items()}
+        t.delay_s = delays
         return web.json_response({"drop": sorted(t.drop_peers), "delay_ms": delay})
 
     async def clear_faults(self, request: web.Request) -> web.Response:

@@ -145,8 +145,11 @@ class Transport:
                     writer.write(b"".join(chunks))
                     await writer.drain()
                     self.sent_frames += len(chunks)
-            except (OSError, ConnectionError):
-                pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # OSError from asyncio; RuntimeError from uvloop on a transport the peer reset
+                log.debug("connection to %s lost: %s", peer.node_id, exc)
             finally:
                 peer.connected = False
                 writer.close()
