@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quorumkit.errors import ConfigError
+from quorumkit.errors import ConfigError, QuorumkitError
 
 app = typer.Typer(
     name="quorumkit",
@@ -388,6 +388,12 @@ def node(
     settings: dict[str, Any] = {}
     if config is not None:
         settings = _read_toml(config)
+        for name in ("http", "resp", "cluster_key"):
+            if name in settings and not isinstance(settings[name], str):
+                _fail_usage(f"{name} in --config must be a string, got {settings[name]!r}")
+        for name in ("fsync", "fault_injection"):
+            if name in settings and not isinstance(settings[name], bool):
+                _fail_usage(f"{name} in --config must be true or false, got {settings[name]!r}")
     key = (
         read_key(cluster_key or settings["cluster_key"])
         if (cluster_key or settings.get("cluster_key"))
@@ -696,6 +702,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         typer.echo(f"quorumkit: error: {exc}", err=True)
         sys.exit(2)
+    except QuorumkitError as exc:  # e.g. corrupt storage: not a usage error, still one line
+        typer.echo(f"quorumkit: error: {' '.join(str(exc).split())}", err=True)
+        sys.exit(1)
     except exc_mod.ClickException as exc:
         typer.echo(f"quorumkit: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)

@@ -102,10 +102,15 @@ class HttpFrontEnd:
             return op
         try:
             n = int(seq)
+            if not 0 <= n < 2**63:
+                raise ValueError(seq)
         except ValueError:
             raise web.HTTPBadRequest(
                 text=json.dumps(
-                    {"error": "bad_request", "detail": "X-Request-Seq is not an integer"}
+                    {
+                        "error": "bad_request",
+                        "detail": "X-Request-Seq must be an integer in [0, 2**63)",
+                    }
                 ),
                 content_type="application/json",
             ) from None

@@ -296,7 +296,11 @@ class NodeRuntime:
         rid = self._next_request
         fut: asyncio.Future[Any] = self.loop.create_future()
         self._forwarded[rid] = fut
-        self.transport.send(leader, ClientForward(rid, command))
+        try:
+            self.transport.send(leader, ClientForward(rid, command))
+        except ConfigError as exc:  # the command cannot go on the wire
+            self._forwarded.pop(rid, None)
+            return {"error": "bad_command", "detail": str(exc)}
         try:
             return await asyncio.wait_for(fut, self.config.request_timeout_s)
         except TimeoutError:

@@ -9,10 +9,14 @@ import signal
 import sys
 from typing import Any
 
-from quorumkit.errors import ConfigError
+from quorumkit.errors import ConfigError, QuorumkitError
 from quorumkit.net.runtime import NodeConfig, NodeRuntime
 
 log = logging.getLogger("quorumkit.node")
+
+
+class NodeStartError(QuorumkitError):
+    """The node cannot start (corrupt or busy storage); not a usage error."""
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -112,3 +116,5 @@ def run_node(config: NodeConfig) -> None:
             uvloop.run(serve(config))
     except OSError as exc:
         raise ConfigError(f"cannot start node {config.node_id}: {exc}") from None
+    except QuorumkitError as exc:  # corrupt or busy storage: refuse to start, say why
+        raise NodeStartError(f"node {config.node_id} refused to start: {exc}") from None

@@ -162,7 +162,11 @@ class Transport:
             return True
         peer = writer.get_extra_info("peername")
         try:
-            return bool(peer) and ipaddress.ip_address(peer[0]).is_loopback
+            if not peer:
+                return False
+            addr = ipaddress.ip_address(peer[0])
+            mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too
+            return bool(addr.is_loopback or (mapped is not None and mapped.is_loopback))
         except ValueError:
             return False
 

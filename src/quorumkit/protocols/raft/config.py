@@ -98,4 +98,9 @@ class RaftConfig:
             options["unsafe"] = frozenset(value or ())
         if options.get("initial_voters") is not None:
             options["initial_voters"] = tuple(options["initial_voters"])
+        defaults = cls()
+        for name, value in options.items():
+            want = type(getattr(defaults, name))
+            if want in (int, bool) and (type(value) is not want):
+                raise ConfigError(f"Raft option {name} must be {want.__name__}, got {value!r}")
         return cls(**options)

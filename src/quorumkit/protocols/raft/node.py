@@ -623,7 +623,17 @@ class RaftNode(Protocol):
             if self.transfer_target == src and pr.match == self.log.last_index:
                 ctx.send(src, TimeoutNow(self.current_term, self.node_id))
             return
-        # rejected: ignore stale rejections, else back up using the hints (section 5.3)
+        # rejected. A follower whose log is shorter than what it acknowledged lost its log
+        # (a replica rebuilt from an empty data dir): start over from what it has.
+        if m.conflict_term == 0 and 0 < m.conflict_index <= pr.match:
+            pr.match = m.conflict_index - 1
+            pr.next = m.conflict_index
+            pr.state = PROBE
+            pr.inflight.clear()
+            pr.probe_sent = False
+            self._send_append(ctx, src)
+            return
+        # ignore stale rejections, else back up using the hints (section 5.3)
         if pr.state == REPLICATE and m.reject_index <= pr.match:
             return
         if pr.state == PROBE and m.reject_index != pr.next - 1:
