@@ -331,6 +331,72 @@ def test_a_user_model_works_through_the_same_search() -> None:
     assert check_linearizability(h, model=Counter()).ok is False
 
 
+def test_an_indeterminate_write_needed_only_by_a_failed_cas_then_overwritten() -> None:
+    """The indeterminate put is what makes the cas fail ("a" + "b" would be "ab"); nothing
+    else ever sees it, and a put erases it. Only order: put a, put ab?, append b, cas, put w."""
+    h = [
+        op(0, 0, 1, "put", "k", "a"),
+        op(1, 2, None, "put", "k", "ab"),
+        op(0, 3, 4, "append", "k", "b"),
+        op(0, 5, 6, "cas", "k", "ab", "z", out=False),
+        op(0, 7, 8, "put", "k", "w"),
+        op(0, 9, 10, "get", "k", out="w"),
+    ]
+    assert kv(h).ok is True
+    assert kv([o for o in h if o.ret is not None]).ok is False
+
+
+def test_an_append_that_only_works_after_an_indeterminate_put() -> None:
+    """Appending a str to an int fails: the indeterminate put of a str is needed by the
+    append (which thereby observes it) before the last put erases it."""
+    h = [
+        op(0, 0, 1, "put", "k", 5),
+        op(1, 2, None, "put", "k", "s"),
+        op(0, 3, 4, "append", "k", "b"),
+        op(0, 5, 6, "put", "k", "w"),
+        op(0, 7, 8, "get", "k", out="w"),
+    ]
+    assert kv(h).ok is True
+    assert kv([o for o in h if o.ret is not None]).ok is False
+
+
+def test_a_chain_of_indeterminate_operations() -> None:
+    h = [
+        op(0, 0, 1, "put", "k", "a"),
+        op(1, 2, None, "put", "k", "x"),
+        op(2, 2, None, "append", "k", "y"),
+        op(3, 2, None, "append", "k", "z"),
+        op(0, 5, 6, "get", "k", out="xzy"),
+    ]
+    assert kv(h).ok is True
+    assert kv([*h[:4], op(0, 5, 6, "get", "k", out="xzyz")]).ok is False
+    assert kv([*h[:4], op(0, 5, 6, "get", "k", out="zy")]).ok is False
+
+
+def test_never_happened_indeterminate_operations_do_not_slow_a_long_history() -> None:
+    """Many indeterminate operations on one key, half of which never took effect: the
+    verdict comes (the test only needs it to come; timing is for the benchmark)."""
+    h = simulate_history(model="kv", n_ops=1500, keys=1, clients=10, info_rate=0.1, seed=3)
+    result = kv(h, timeout=120)
+    assert result.ok is True
+
+
+def test_appends_whose_pieces_split_several_ways() -> None:
+    # "xy" is x+y or xy: the checker must not assume one split
+    h = [
+        op(0, 0, 1, "append", "k", "xy"),
+        op(0, 2, 3, "get", "k", out="xy"),
+        op(0, 4, 5, "put", "k", "q"),
+        op(1, 6, 20, "append", "k", "x"),
+        op(2, 6, 20, "append", "k", "y"),
+        op(3, 6, 20, "delete", "k"),
+        op(4, 10, 22, "get", "k", out="xy"),
+    ]
+    assert kv(h).ok is True  # delete, x, y, get
+    assert kv([*h[:6], op(4, 10, 22, "get", "k", out="yx")]).ok is True
+    assert kv([*h[:6], op(4, 10, 22, "get", "k", out="xyxy")]).ok is False
+
+
 # ----------------------------------------------------------------------------- brute force
 
 
@@ -489,6 +555,97 @@ def test_the_brute_force_cross_check_sees_both_verdicts() -> None:
         assert reg(h).ok is expected
         verdicts.add(expected)
     assert verdicts == {True, False}
+
+
+def _memoized_reference(
+    ops: list[Operation], spec: Callable[..., tuple[Any, Any]], init: Any
+) -> bool:
+    """The same question as brute_force, with only a memo of (done set, state) added."""
+    n = len(ops)
+    preds = [
+        frozenset(j for j in range(n) if ops[j].ret is not None and ops[j].ret < ops[i].call)  # type: ignore[operator]
+        for i in range(n)
+    ]
+    needed = frozenset(i for i in range(n) if ops[i].ret is not None)
+    failed: set[tuple[frozenset[int], Any]] = set()
+
+    def search(done: frozenset[int], state: Any) -> bool:
+        if needed <= done:
+            return True
+        if (done, state) in failed:
+            return False
+        for i in range(n):
+            if i in done or not preds[i] <= done:
+                continue
+            out, nxt = spec(state, ops[i].input)
+            o = ops[i]
+            if o.ret is not None and o.input[0] not in _WRITES and out != o.output:
+                continue
+            if search(done | {i}, nxt):
+                return True
+        failed.add((done, state))
+        return False
+
+    return search(frozenset(), init)
+
+
+def _random_kv_history(rng: random.Random) -> list[Operation]:
+    """One key, up to 11 operations of up to 4 clients, many indeterminate; appended pieces
+    that split several ways ("x", "y", "xy", "yx"); cas, put and delete to reset."""
+    clients = rng.randint(2, 4)
+    free = [0] * clients
+    plans = []
+    for i in range(rng.randint(4, 11)):
+        c = rng.randrange(clients)
+        call = free[c] + rng.randint(0, 2)
+        ret = call + rng.randint(0, 6)
+        free[c] = ret
+        info = rng.random() < 0.3
+        if info:
+            effect = None if rng.random() < 0.5 else call + rng.randint(0, 20) / 2
+        else:
+            effect = call + (ret - call) * rng.randint(0, 4) / 4
+        name = rng.choice(["get", "get", "append", "append", "append", "delete", "put", "cas"])
+        v = rng.choice(["x", "y", "xy", "yx"])
+        args = {
+            "get": ("k",),
+            "append": ("k", v),
+            "delete": ("k",),
+            "put": ("k", v),
+            "cas": ("k", rng.choice([None, "x", "y", "xy", "yx", "xyx"]), v),
+        }[name]
+        plans.append((effect, rng.random(), i, c, call, ret, info, (name, *args)))
+    spec = _kv_spec(None)
+    state: Any = ()
+    ops: list[Operation | None] = [None] * len(plans)
+    for effect, _, i, c, call, ret, info, inp in sorted(
+        plans, key=lambda p: (p[0] is None, p[0] or 0, p[1])
+    ):
+        out, nxt = spec(state, inp)
+        if effect is not None:
+            state = nxt
+        ops[i] = Operation(c, call, None if info else ret, inp, None if info else out)
+    history = [o for o in ops if o is not None]
+    done = [i for i, o in enumerate(history) if o.ret is not None and o.input[0] in ("get", "cas")]
+    if done and rng.random() < 0.5:
+        i = rng.choice(done)
+        o = history[i]
+        bad = (not o.output) if o.input[0] == "cas" else rng.choice([None, "x", "xy", "yxy"])
+        history[i] = dataclasses.replace(o, output=bad)
+    return history
+
+
+def test_larger_kv_histories_agree_with_an_exhaustive_search() -> None:
+    """1,500 seeded histories of up to 11 operations on one key, where the pruning rules
+    (appended pieces, resets, indeterminate chains, failed cas) all come into play."""
+    rng = random.Random(2024)
+    verdicts = {True: 0, False: 0}
+    for _ in range(1500):
+        history = _random_kv_history(rng)
+        expected = _memoized_reference(history, _kv_spec(None), ())
+        assert kv(history).ok is expected, history
+        verdicts[expected] += 1
+    assert min(verdicts.values()) > 300
 
 
 # ----------------------------------------------------------------------------- simulated

@@ -6,7 +6,8 @@ Formats :func:`load_history` reads (it tells them apart by their first line):
 JSON lines, operation form (what :func:`dump_jsonl` writes)
     one operation per line: ``{"client": 0, "call": 1.5, "ret": 2.0, "input": ["put", "k",
     "v"], "output": null}``; ``"ret": null`` marks an indeterminate operation. An optional
-    first line ``{"meta": {"model": "kv", "initial": ""}}`` carries the model hint.
+    first line ``{"meta": {"model": "kv", "initial": ""}}`` carries the model hint (other
+    keys of the meta object are ignored).
 
 JSON lines, event form (Jepsen's)
     ``{"process": 0, "type": "invoke", "f": "put", "key": "k", "value": "v", "time": 3}``
@@ -454,7 +455,10 @@ def parse_jsonl_history(
         if "meta" in obj:
             if form is not None or hint is not None or not isinstance(obj["meta"], dict):
                 raise asm.error(lineno, "a meta object may only be the first line")
-            hint = dict(obj["meta"])
+            meta = obj["meta"]
+            if "model" in meta and meta["model"] not in ("register", "kv"):
+                raise asm.error(lineno, f"unknown model {meta['model']!r:.40} in the meta object")
+            hint = {k: meta[k] for k in ("model", "initial") if k in meta}
             continue
         line_form = "event" if "type" in obj else "op"
         if form is None:

@@ -20,40 +20,59 @@ and Computation 29(4), 2017), the "WGL" algorithm that Knossos and porcupine imp
 * a cache of the configurations already explored, (set of linearized operations as a bitset,
   model state), prunes the search: from the same configuration the same continuations exist.
 
+Candidates are tried read-only operations first, then in call order (porcupine's order: a
+real store tends to order operations as they arrive), indeterminate ones last.
+
 Indeterminate operations have a call entry and no return entry (their return is at +infinity):
 they never block anything, and the search succeeds as soon as every *completed* operation is
 linearized, so pending indeterminate operations need not be linearized at all - they never
-took effect. Three refinements keep indeterminate operations cheap, none of which loses a
-linearization:
+took effect.
 
-* an indeterminate operation that cannot change the state (a read) constrains nothing and is
-  dropped before the search;
-* *dominance*: a configuration whose linearized set differs from an explored one only by
-  indeterminate operations, with the same state, has no continuation the explored one lacks
-  (those operations were optional): it is pruned too. The cache maps (completed-operation
-  bitset, state) to the indeterminate-operation bitsets explored there;
-* indeterminate operations are tried after the completed candidates, and never directly
-  before a *blind* write (``write``, ``put``, ``delete``), which would hide their effect: any
-  linearization can drop such an operation and stay a linearization.
+Pruning. Each rule below removes only configurations from which no linearization is left, or
+linearizations that another one kept makes redundant; the brute-force cross-check of the
+tests compares the verdicts with plain enumeration. The models' hints they use are described
+in :mod:`quorumkit.check.models`.
+
+* An indeterminate operation that cannot change the state (a read) is dropped: it constrains
+  nothing.
+* Dominance: a configuration whose linearized set differs from an explored one only by more
+  indeterminate operations (same completed ones, same state, no fewer restrictions) has no
+  continuation the explored one lacks: it is pruned. The cache maps (completed bitset, state)
+  to the indeterminate bitsets explored there.
+* A read-only operation that can go now can go first (it commutes to the front): if nothing
+  works after it, nothing works here either.
+* The unobserved flag: after an indeterminate operation, a blind write (``write``, ``put``,
+  ``delete``) is not tried until a completed operation has needed that operation's effect; a
+  linearization that erases the effect unseen stays one without the indeterminate operation.
+  A *shadow* state, the state without those operations, tells whether a completed cas that
+  returned False needed them.
+* Dead reads: a read that fails now and can never see its value, because every operation that
+  could still set a state leading to it (by growth, for appends) is linearized or too late,
+  ends the configuration.
+* Unobservable states: while the flag is set, a state that no operation called in time could
+  observe, even after growing, ends the configuration.
 
 Partitioning. For the kv model each key is checked on its own: linearizability is local
 (Herlihy & Wing), and Horn & Kroening ("Faster linearizability checking via
-P-compositionality", FORTE 2015) use such partitions to cut the search. A failing partition is
-explained: the key, the longest linearizable prefix found (counted in completed operations),
-the state after it, and the operations that could not be linearized next.
+P-compositionality", FORTE 2015) use such partitions to cut the search. The partitions are
+searched in slices, round robin, smallest first; the first failing one ends the search at the
+end of its round, and the smallest failing window found is explained: the key, the longest
+linearizable prefix found (counted in completed operations), the state after it, and the
+operations that could not be linearized next.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Generator, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from quorumkit.check.history import Operation
-from quorumkit.check.models import FAIL, Model, StepFn, make_model
+from quorumkit.check.models import FAIL, Model, StepFn, freeze, make_model
 from quorumkit.errors import ConfigError
 
 __all__ = ["CheckResult", "check_linearizability"]
@@ -62,10 +81,16 @@ _HEAD: Final = 0  # main list: calls and returns of completed operations
 _TAIL: Final = 1
 _IHEAD: Final = 2  # info list: calls of indeterminate operations
 _ITAIL: Final = 3
+_NOTHING: Final = object()  # no argument
+_F_INFO: Final = 0  # indeterminate: sets the unobserved flag
+_F_QUIET: Final = 1  # a completed growth that cannot fail: keeps it
+_F_FORBID: Final = 2  # completed, fails in one state only: clears it if the shadow is that one
+_F_CLEAR: Final = 3  # any other completed operation: needs it clear (blind) or clears it
 _RET: Final = -1  # eop of a return entry
 _END: Final = -2  # eop of the tails
 _SLICE: Final = 4096  # search iterations between two looks at the clock
 _PREFIX_SHOWN: Final = 5
+_CHECKPOINT: Final = 64
 _REACH_WORK: Final = 2_000_000  # can_grow calls allowed to find the enablers of reads
 
 
@@ -128,18 +153,26 @@ class _Partition:
                 n_info += 1
         self.n_det = n_det
         self.n_info = n_info
-        # how linearizing each operation changes the "unobserved" flag: set after an
-        # indeterminate operation, cleared by a completed operation that observes the state
-        # or overwrites it, kept by a completed one that only grows it and cannot fail
+        self.grows = [model.grows(op.input) for op in self.ops]
+        self.any_grow = any(self.grows)
+        # what linearizing each operation does to the "unobserved" flag (see _search)
         quiet_growth = model.total_growth(self.ops)
-        self.flag_after: list[bool | None] = []
+        self.fkind: list[int] = []
+        self.forbid: list[Any] = []  # _F_FORBID: the one state the operation cannot go in
         for i, op in enumerate(self.ops):
+            kind, forbid = _F_CLEAR, None
             if not self.det[i]:
-                self.flag_after.append(True)
-            elif quiet_growth and not self.blind[i] and model.grows(op.input):
-                self.flag_after.append(None)
-            else:
-                self.flag_after.append(False)
+                kind = _F_INFO
+            elif self.blind[i]:
+                pass
+            elif quiet_growth and self.grows[i]:
+                kind = _F_QUIET
+            elif self.readonly[i]:
+                ok, forbid = model.forbidden_state(op.input, op.output)
+                if ok:
+                    kind = _F_FORBID
+            self.fkind.append(kind)
+            self.forbid.append(forbid)
         n = len(self.ops)
         # the order candidates are tried in: read-only operations first (one that fits is
         # taken without trying the others), then by call time as in porcupine (a real store
@@ -155,6 +188,11 @@ class _Partition:
         self.rank = [-1] * size  # its position in time (returns and info calls)
         self.prio = [0] * size  # call entries: the order of trial (lower first)
         self.match = [-1] * size  # call of a completed operation -> its return entry
+        self.rop = [-1] * size  # return entry -> its operation
+        self.call_rank = [0] * n
+        self.called_cache: dict[int, tuple[int, int]] = {}
+        self.by_call: list[tuple[int, int]] = []  # (call rank, operation), sorted
+        self.checkpoints: list[tuple[int, int]] = []  # called_before every _CHECKPOINT
         self.nxt = [0] * size
         self.prv = [0] * size
         self.rank[_ITAIL] = len(events) + 1  # beyond every bound: the info scan stops
@@ -165,9 +203,11 @@ class _Partition:
             if kind == 1:
                 self.eop[e] = _RET
                 self.rank[e] = pos
+                self.rop[e] = i
                 self.match[call_entry[i]] = e
             else:
                 self.eop[e] = i
+                self.call_rank[i] = pos
                 self.prio[e] = prio[i] if self.det[i] else n + pos
                 call_entry[i] = e
             if kind == 0 and not self.det[i]:
@@ -202,15 +242,13 @@ class _Partition:
         self.need_ok = [False] * n
         self.need: list[Any] = [None] * n
         self.groups: list[tuple[tuple[int, int, int, int], ...]] = [()] * n
-        self.any_grow = False
         for i in range(n):
             if self.readonly[i]:
                 ok, target = model.required_state(ops[i].input, ops[i].output)
                 self.need_ok[i], self.need[i] = ok, target
         if not any(self.need_ok):
             return
-        grows = [model.grows(op.input) for op in ops]
-        self.any_grow = any_grow = any(grows)
+        grows, any_grow = self.grows, self.any_grow
         resets: list[tuple[bool, Any]] = [(False, None)] * n
         owners: dict[Any, list[int]] = {}  # growth piece -> the operations that add it
         for i in range(n):
@@ -271,27 +309,31 @@ class _Partition:
     def _observers(self) -> None:
         """Prepare the unobserved-state test of the search.
 
-        After an indeterminate operation the state must be *observed* (by a completed
-        operation that is not a blind write and not a quiet growth) before any blind write.
-        So when completed operations other than quiet growths remain, a state that no
-        pending operation could observe, even after growing, is a dead end. The observers:
-        completed operations that can go in one state only (``Model.required_state``),
-        indeterminate ones that change the state only from one state (``Model.acts_on``), by
-        that state; any other completed or indeterminate operation that is neither blind nor
-        growing observes anything.
+        While the flag is set (see :func:`_search`), some operation must *clear* it before
+        any blind write. So when completed operations that need it clear remain, a state
+        that no pending operation could clear the flag in, even after growing, is a dead end.
+        The candidates: completed operations that can go in one state only
+        (``Model.required_state``) and indeterminate ones that change the state only from
+        one state (``Model.acts_on``), by that state; completed operations that fail in one
+        state only (``Model.forbidden_state``), by the *shadow* state; any other completed or
+        indeterminate operation that is neither blind nor a growth, for any state.
         """
-        model = self.model
-        grows = [model.grows(op.input) for op in self.ops]
-        self.any_growth = any(grows)
+        model, grows = self.model, self.grows
         self.obs_any = [0, 0]  # [completed, indeterminate] observers of any state
         self.obs_by_state: dict[Any, list[int]] = {}
-        self.nonquiet = 0  # completed operations that are not quiet growths
+        self.obs_by_forbid: dict[Any, int] = {}  # shadow -> completed operations
+        self.must_clear = 0  # completed operations that need the flag clear (or clear it)
         for i, op in enumerate(self.ops):
             bit = 1 << self.bitpos[i]
-            if self.det[i]:
-                if self.flag_after[i] is None:
-                    continue
-                self.nonquiet |= bit
+            kind = self.fkind[i]
+            if kind == _F_QUIET:
+                continue
+            if kind == _F_FORBID:
+                forbid = self.forbid[i]
+                self.obs_by_forbid[forbid] = self.obs_by_forbid.get(forbid, 0) | bit
+                continue
+            if kind == _F_CLEAR:
+                self.must_clear |= bit
                 if self.blind[i]:
                     continue
                 ok, s = model.required_state(op.input, op.output)
@@ -303,18 +345,47 @@ class _Partition:
                 slot = 1
             masks = self.obs_by_state.setdefault(s, [0, 0]) if ok else self.obs_any
             masks[slot] |= bit
-        self.obs_cache: dict[Any, tuple[int, int]] = {}
+        self.obs_cache: dict[Any, tuple[int, int, list[Any]]] = {}
+        self.forbid_cache: dict[Any, int] = {}
+        self.pieces = {
+            model.growth_piece(op.input) for op, g in zip(self.ops, grows, strict=True) if g
+        }
 
-    def observers(self, state: Any) -> tuple[int, int]:
+    def grows_into(self, state: Any, target: Any) -> bool:
+        """Can growth (by this partition's pieces) turn ``state`` into ``target``?"""
+        if state == target:
+            return True
+        if not self.any_grow or not self.model.can_grow(state, target):
+            return False
+        return self.model.split_growth(state, target, self.pieces)[0]
+
+    def forbid_observers(self, shadow: Any) -> int:
+        """The completed operations that fail in one state only, that state being ``shadow``
+        or a growth of it."""
+        found = self.forbid_cache.get(shadow)
+        if found is None:
+            found = 0
+            for t, mask in self.obs_by_forbid.items():
+                if self.grows_into(shadow, t):
+                    found |= mask
+            self.forbid_cache[shadow] = found
+        return found
+
+    def observers(self, state: Any, grown_from: Any = _NOTHING) -> tuple[int, int]:
         """The (completed, indeterminate) masks of the operations that could observe
-        ``state`` or a growth of it."""
+        ``state`` or a growth of it. ``grown_from``: a state ``state`` grew from, whose
+        observers are then the only candidates (growth is transitive)."""
         found = self.obs_cache.get(state)
         if found is None:
             det_mask, info_mask = self.obs_any
-            if self.any_growth:
-                can_grow = self.model.can_grow
-                for s, (d, i) in self.obs_by_state.items():
-                    if s == state or can_grow(state, s):
+            targets: list[Any] = []
+            if self.any_grow:
+                parent = self.obs_cache.get(grown_from) if grown_from is not _NOTHING else None
+                pool = parent[2] if parent is not None else self.obs_by_state
+                for t in pool:
+                    if self.grows_into(state, t):
+                        targets.append(t)
+                        d, i = self.obs_by_state[t]
                         det_mask |= d
                         info_mask |= i
             else:
@@ -322,7 +393,45 @@ class _Partition:
                 if m is not None:
                     det_mask |= m[0]
                     info_mask |= m[1]
-            found = self.obs_cache[state] = (det_mask, info_mask)
+            found = self.obs_cache[state] = (det_mask, info_mask, targets)
+        return found[0], found[1]
+
+    def observation_deadline(self) -> int:
+        """The rank of the first return in the main list of an operation that needs the
+        flag clear or clears it: the first operation to clear it must be called before."""
+        eop, nxt, rop, fkind = self.eop, self.nxt, self.rop, self.fkind
+        e = nxt[_HEAD]
+        while True:
+            op = eop[e]
+            if op == _RET:
+                if fkind[rop[e]] == _F_CLEAR:
+                    return self.rank[e]
+            elif op == _END:
+                return self.rank[_ITAIL]
+            e = nxt[e]
+
+    def called_before(self, rank: int) -> tuple[int, int]:
+        """(completed, indeterminate) masks of the operations called before ``rank``."""
+        found = self.called_cache.get(rank)
+        if found is None:
+            if not self.by_call:
+                self.by_call = sorted((r, i) for i, r in enumerate(self.call_rank))
+                det_mask = info_mask = 0
+                for k, (_, i) in enumerate(self.by_call):
+                    if k % _CHECKPOINT == 0:
+                        self.checkpoints.append((det_mask, info_mask))
+                    if self.det[i]:
+                        det_mask |= 1 << self.bitpos[i]
+                    else:
+                        info_mask |= 1 << self.bitpos[i]
+            k = bisect_left(self.by_call, (rank, -1))  # the operations called before
+            det_mask, info_mask = self.checkpoints[k // _CHECKPOINT]
+            for _, i in self.by_call[k - k % _CHECKPOINT : k]:
+                if self.det[i]:
+                    det_mask |= 1 << self.bitpos[i]
+                else:
+                    info_mask |= 1 << self.bitpos[i]
+            found = self.called_cache[rank] = (det_mask, info_mask)
         return found
 
     def _needed(
@@ -377,12 +486,16 @@ class _Outcome:
     pending_info: list[int] = field(default_factory=list)  # indeterminate ops that could too
 
 
-_Frame = tuple[list[int], int, Any, int, int, bool, int, int]
+_Frame = tuple[list[int], int, Any, int, int, bool, Any, int, int]
 
 
 def _search(p: _Partition, init: Any, stop_at: int = -1) -> Generator[None, None, _Outcome]:
     """The WGL search over one partition, as a generator that yields now and then (so that a
     scheduler can interleave partitions and watch the clock) and returns the outcome.
+
+    A configuration is (completed bitset ``lin``, indeterminate bitset ``ilin``, ``state``,
+    unobserved flag, ``shadow``); the stack holds, per level, the candidate list and the
+    position reached in it, to resume after backtracking.
 
     With ``stop_at >= 0``, stop at the first configuration that has linearized ``stop_at``
     completed operations and return a snapshot of it (for the explanation).
@@ -393,21 +506,31 @@ def _search(p: _Partition, init: Any, stop_at: int = -1) -> Generator[None, None
         return _Outcome(True)
     eop, match, nxt, prv = p.eop, p.match, p.nxt, p.prv
     steps, bitpos, det, blind, readonly = p.steps, p.bitpos, p.det, p.blind, p.readonly
-    flag_after = p.flag_after
-    nonquiet, observers = p.nonquiet, p.observers
+    fkind, forbid = p.fkind, p.forbid
+    must_clear, observers, forbid_observers, grows = (
+        p.must_clear,
+        p.observers,
+        p.forbid_observers,
+        p.grows,
+    )
     candidates = p.candidates
     need_ok, need, groups = p.need_ok, p.need, p.groups
     can_grow = p.model.can_grow if p.any_grow else _never
-    # (completed bitset, state) -> [(indeterminate bitset, flag)] explored there
-    cache: dict[tuple[int, Any], list[tuple[int, bool]]] = {(0, init): [(0, False)]}
+    # (completed bitset, state) -> [(indeterminate bitset, flag, shadow)] explored there
+    cache: dict[tuple[int, Any], list[tuple[int, bool, Any]]] = {(0, init): [(0, False, None)]}
     stack: list[_Frame] = []
     push, pop = stack.append, stack.pop
     state = init
     lin = 0  # bitset of the linearized completed operations
     ilin = 0  # bitset of the linearized indeterminate operations
-    # an indeterminate operation was linearized and nothing observed the state since: a
-    # blind write now would erase its effect unseen, so none is tried
+    # The "unobserved" flag: an indeterminate operation was linearized and no completed
+    # operation has needed its effect since. Then a blind write would erase that effect
+    # unseen, and is not tried: any linearization stays one without those indeterminate
+    # operations. `shadow` is the state as it would be without them: a completed
+    # operation that fails in one state only needs them (and clears the flag) only when
+    # the shadow is that state; one that only grows the state keeps the flag.
     unobserved = False
+    shadow: Any = None
     ndet = 0  # completed operations linearized
     best = 0
     remaining = p.n_det
@@ -439,32 +562,50 @@ def _search(p: _Partition, init: Any, stop_at: int = -1) -> Generator[None, None
                 nlin, nilin = lin | (1 << bitpos[op]), ilin
             else:
                 nlin, nilin = lin, ilin | (1 << bitpos[op])
-            nflag = flag_after[op]
-            if nflag is None:
-                nflag = unobserved
-            if nflag and lin & nonquiet != nonquiet:
-                om, oim = observers(new)
+            kind = fkind[op]
+            if kind == _F_CLEAR:
+                nflag, nshadow = False, None
+            elif kind == _F_INFO:
+                nflag, nshadow = True, (shadow if unobserved else state)
+            elif not unobserved:
+                nflag, nshadow = False, None
+            elif kind == _F_QUIET:
+                nshadow = steps[op](shadow)
+                nflag = nshadow is not FAIL
+            elif shadow == forbid[op]:
+                nflag, nshadow = False, None
+            else:
+                nflag, nshadow = True, shadow
+            if nflag and lin & must_clear != must_clear:
+                om, oim = observers(new, state if grows[op] else _NOTHING)
+                om |= forbid_observers(nshadow)
+                if lin & om != om or nilin & oim != oim:
+                    # only those called before the first pending return of a completed
+                    # operation that is not a quiet growth can observe it in time
+                    pd, pi = p.called_before(p.observation_deadline())
+                    om &= pd
+                    oim &= pi
                 if lin & om == om and nilin & oim == oim:
-                    continue  # no one left can observe this state: a dead end
+                    continue  # no one can observe this state in time: a dead end
             key = (nlin, new)
             seen = cache.get(key)
             if seen is None:
-                cache[key] = [(nilin, nflag)]
+                cache[key] = [(nilin, nflag, nshadow)]
             else:
                 fresh = True
-                for s_ilin, s_flag in seen:
+                for s_ilin, s_flag, s_shadow in seen:
                     # explored with a subset of these indeterminate operations and no more
                     # restrictions: whatever can follow here could follow there
-                    if s_ilin & nilin == s_ilin and (nflag or not s_flag):
+                    if s_ilin & nilin == s_ilin and (not s_flag or (nflag and s_shadow == nshadow)):
                         fresh = False
                         break
                 if not fresh:
                     if readonly[op]:
                         idx = len(cands)  # it could go first, and what follows is known
                     continue
-                seen.append((nilin, nflag))
-            push((cands, idx, state, lin, ilin, unobserved, ndet, e))
-            state, lin, ilin, unobserved = new, nlin, nilin, nflag
+                seen.append((nilin, nflag, nshadow))
+            push((cands, idx, state, lin, ilin, unobserved, shadow, ndet, e))
+            state, lin, ilin, unobserved, shadow = new, nlin, nilin, nflag, nshadow
             a, b = prv[e], nxt[e]
             nxt[a], prv[b] = b, a
             if d:
@@ -478,14 +619,14 @@ def _search(p: _Partition, init: Any, stop_at: int = -1) -> Generator[None, None
                 if ndet > best:
                     best = ndet
                     if ndet == stop_at:
-                        return _snapshot(p, [eop[f[7]] for f in stack], state, ndet)
+                        return _snapshot(p, [eop[f[8]] for f in stack], state, ndet)
             cands = candidates()
             idx = 0
             continue
         # every candidate tried: backtrack
         if not stack:
             return _Outcome(False, best)
-        cands, idx, state, lin, ilin, unobserved, ndet, e = pop()
+        cands, idx, state, lin, ilin, unobserved, shadow, ndet, e = pop()
         op = eop[e]
         if det[op]:
             r = match[e]
@@ -660,14 +801,14 @@ def format_operation(op: Operation) -> str:
 
 def _why(model: Model, state: Any, op: Operation) -> str:
     try:
-        expected, nxt = model.apply(state, op.input)
+        expected, nxt = model.apply(state, tuple(freeze(x) for x in op.input))
     except Exception as e:  # a user model may raise on an unexpected state
         return f"the model cannot apply it ({type(e).__name__}: {e})"
     if nxt is FAIL:
         return "the model cannot apply it in this state"
     if op.ret is not None and model.is_blind(op.input):
         return "it could go here, but nothing consistent follows it"
-    if op.ret is not None and expected != op.output:
+    if op.ret is not None and expected != freeze(op.output):
         return f"the model would return {expected!r}"
     return "it could go here, but nothing consistent follows it"
 

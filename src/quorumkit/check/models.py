@@ -16,8 +16,9 @@ Two models are built in:
 ``initial``, default ``None``; porcupine's and Jepsen-EDN histories use ``""``)
     ``("get", k)`` returns the value; ``("put", k, v)`` sets it; ``("append", k, v)``
     concatenates ``v`` (``str``, ``bytes`` or sequences of one kind; appending to a missing key
-    gives ``v``); ``("cas", k, old, new)`` as for the register; ``("delete", k)`` makes the key
-    missing again. ``put``, ``append`` and ``delete`` return ``None``.
+    gives ``v``); ``("cas", k, old, new)`` as for the register (a missing key compares as
+    ``initial``); ``("delete", k)`` makes the key missing again. ``put``, ``append`` and
+    ``delete`` return ``None``.
 
 The output of a blind write (``write``, ``put``, ``delete``) and of ``append`` carries no
 information and is not compared. The output of a completed ``cas`` must be ``True`` or
@@ -29,6 +30,13 @@ that returns :data:`FAIL` when the operation cannot take effect in that state wi
 output it recorded. An indeterminate operation (its return was never seen) is compiled with
 an unconstrained output; one that cannot change the state (a read) compiles to ``None``: it
 is dropped, since it constrains nothing.
+
+A model may also give *pruning hints* (``is_blind``, ``is_read_only``, ``required_state``,
+``forbidden_state``, ``acts_on``, ``reset_state``, ``grows``, ``can_grow``, ``split_growth``,
+``growth_piece``, ``total_growth``): promises about its operations that let the checker cut
+the search (see :mod:`quorumkit.check.linearizability`). The defaults promise nothing; the
+two built-in models make exact promises. A subclass that changes what an operation does must
+revisit them.
 """
 
 from __future__ import annotations
@@ -149,7 +157,8 @@ class Model(ABC):
         return None
 
     def is_blind(self, input: tuple[Any, ...]) -> bool:
-        """True when the operation overwrites the state whatever it was, and always succeeds."""
+        """True when the operation sets the state to a value that does not depend on it,
+        always succeeds, and returns nothing that depends on it (a write). A pruning hint."""
         return input[0] in self.blind_ops
 
     # Pruning hints. The defaults are always safe (they prune nothing); a model that
@@ -166,6 +175,11 @@ class Model(ABC):
     def required_state(self, input: tuple[Any, ...], output: Any) -> tuple[bool, Any]:
         """``(True, s)`` when the completed operation can go in state ``s`` only (a read; a
         cas that returned True)."""
+        return False, None
+
+    def forbidden_state(self, input: tuple[Any, ...], output: Any) -> tuple[bool, Any]:
+        """``(True, s)`` when the completed read-only operation can go in any state but ``s``
+        (a cas that returned False)."""
         return False, None
 
     def acts_on(self, input: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -303,6 +317,11 @@ class RegisterModel(Model):
             return True, freeze(input[1])
         return False, None
 
+    def forbidden_state(self, input: tuple[Any, ...], output: Any) -> tuple[bool, Any]:
+        if input[0] == "cas" and output is False:
+            return True, freeze(input[1])
+        return False, None
+
     def reset_state(self, input: tuple[Any, ...]) -> tuple[bool, Any]:
         if input[0] == "write":
             return True, freeze(input[1])
@@ -348,6 +367,11 @@ class KVModel(Model):
 
     def acts_on(self, input: tuple[Any, ...]) -> tuple[bool, Any]:
         if input[0] == "cas":
+            return True, freeze(input[2])
+        return False, None
+
+    def forbidden_state(self, input: tuple[Any, ...], output: Any) -> tuple[bool, Any]:
+        if input[0] == "cas" and output is False:
             return True, freeze(input[2])
         return False, None
 
