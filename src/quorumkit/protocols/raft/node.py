@@ -592,17 +592,25 @@ class RaftNode(Protocol):
             ),
         )
 
-    def on_append_entries_response(self, ctx: Context, src: str, m: AppendEntriesResponse) -> None:
-        if m.term > self.current_term:
-            self.become_follower(ctx, m.term, None)
-            return
-        if self.role is not Role.LEADER or m.term != self.current_term:
-            return
+    def _responding_follower(self, ctx: Context, src: str, term: int) -> Progress | None:
+        """Figure 2's term rule for a response; for a leader of that term, the follower's
+        progress, marked active (check-quorum) and acknowledged now (lease reads)."""
+        if term > self.current_term:
+            self.become_follower(ctx, term, None)
+            return None
+        if self.role is not Role.LEADER or term != self.current_term:
+            return None
         pr = self.progress.get(src)
         if pr is None:
-            return
+            return None
         pr.recent_active = True
         self.lease_acks[src] = ctx.now()
+        return pr
+
+    def on_append_entries_response(self, ctx: Context, src: str, m: AppendEntriesResponse) -> None:
+        pr = self._responding_follower(ctx, src, m.term)
+        if pr is None:
+            return
         if m.read_seq > pr.read_ack:
             pr.read_ack = m.read_seq
             self._advance_reads(ctx)
@@ -944,16 +952,9 @@ class RaftNode(Protocol):
     def on_install_snapshot_response(
         self, ctx: Context, src: str, m: InstallSnapshotResponse
     ) -> None:
-        if m.term > self.current_term:
-            self.become_follower(ctx, m.term, None)
-            return
-        if self.role is not Role.LEADER or m.term != self.current_term:
-            return
-        pr = self.progress.get(src)
+        pr = self._responding_follower(ctx, src, m.term)
         if pr is None:
             return
-        pr.recent_active = True
-        self.lease_acks[src] = ctx.now()
         if pr.state != SNAPSHOT or pr.snapshot is None:
             return
         if m.last_included_index != pr.snapshot.last_included_index:
