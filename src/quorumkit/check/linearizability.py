@@ -704,11 +704,13 @@ def check_linearizability(
     """Is the history ``ops`` linearizable with respect to ``model``?
 
     ``model`` is ``"register"``, ``"kv"`` (checked key by key) or a
-    :class:`~quorumkit.check.models.Model`; ``initial`` is the value of the register, or of a
-    missing key, at the start (default ``None``; porcupine's kv histories use ``""``).
-    ``timeout`` bounds the wall-clock time in seconds: when it runs out before a verdict,
-    ``ok`` is ``None`` (a failing partition found before then still gives ``False``).
-    Raises :class:`~quorumkit.errors.ConfigError` for a malformed history or an unknown model.
+    :class:`~quorumkit.check.models.Model` instance (which carries its own initial value);
+    ``initial`` is the value of the register, or of a missing key, at the start (default
+    ``None``; porcupine's kv histories use ``""``). ``timeout`` bounds the wall-clock time in
+    seconds: when it runs out before a verdict, ``ok`` is ``None`` (a failing partition found
+    before then still gives ``False``). The search stops at the first round of partitions
+    in which one fails. Raises :class:`~quorumkit.errors.ConfigError` for a malformed history
+    (``ret < call``, an input that is not a tuple, an unknown operation) or an unknown model.
     """
     start = time.monotonic()
     if timeout is not None and (
