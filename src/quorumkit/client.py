@@ -78,6 +78,53 @@ class _Core:
     def body(value: str | bytes) -> bytes:
         return value.encode() if isinstance(value, str) else value
 
+    def next_seq(self, call: _Call) -> int:
+        """The session sequence number of a new request (writes only; retries reuse it)."""
+        if not call.write:
+            return 0
+        self.seq += 1
+        return self.seq
+
+
+class _Attempts:
+    """The bookkeeping of one request's retries, shared by the sync and async clients."""
+
+    def __init__(self, op: str, call: _Call, retries: int) -> None:
+        self.op = op
+        self.call = call
+        self.retries = retries
+        self.unknown = False
+        self.last = ""
+
+    def retry_status(self, r: _Retry) -> None:
+        self.unknown = self.unknown or r.status == 504
+        self.last = f"HTTP {r.status} {r.payload.get('error')}"
+
+    def connection_lost(self, exc: BaseException) -> None:
+        self.unknown = self.unknown or self.call.write  # the write may have arrived
+        self.last = str(exc) or type(exc).__name__
+
+    @staticmethod
+    def backoff_s(attempt: int) -> float:
+        return min(0.05 * 2.0**attempt, 1.0)
+
+    def give_up(self) -> ClientError:
+        return ClientError(
+            f"{self.op} failed after {self.retries} attempts: {self.last}",
+            indeterminate=self.unknown and self.call.write,
+        )
+
+
+def _answer(op: str, status: int, raw: bytes) -> Any:
+    """The client-side meaning of one HTTP answer; raises _Retry for 503/504."""
+    try:
+        payload = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        payload = {"error": "bad_response", "detail": raw[:100].decode("latin-1")}
+    if status in RETRYABLE:
+        raise _Retry(status, payload)
+    return _verdict(op, status, payload)
+
 
 def _verdict(op: str, status: int, payload: dict[str, Any]) -> Any:
     if status == 404 and op == "get":
@@ -152,36 +199,21 @@ class Client(_Core):
                 status, raw = resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
-        try:
-            payload = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            payload = {"error": "bad_response", "detail": raw[:100].decode("latin-1")}
-        if status in RETRYABLE:
-            raise _Retry(status, payload)
-        return _verdict(op, status, payload)
+        return _answer(op, status, raw)
 
     def _run(self, op: str, call: _Call) -> Any:
-        seq = 0
-        if call.write:
-            self.seq += 1
-            seq = self.seq
-        unknown = False
-        last = ""
+        seq = self.next_seq(call)
+        attempts = _Attempts(op, call, self.retries)
         for attempt in range(self.retries):
             try:
                 return self._once(call, seq, op)
             except _Retry as r:
-                unknown = unknown or r.status == 504
-                last = f"HTTP {r.status} {r.payload.get('error')}"
+                attempts.retry_status(r)
             except (OSError, TimeoutError) as exc:
-                unknown = unknown or call.write
-                last = str(exc)
+                attempts.connection_lost(exc)
             self.rotate()
-            time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise ClientError(
-            f"{op} failed after {self.retries} attempts: {last}",
-            indeterminate=unknown and call.write,
-        )
+            time.sleep(attempts.backoff_s(attempt))
+        raise attempts.give_up()
 
     def get(self, key: str, *, stale: bool = False) -> Any:
         return self._run("get", _shape("get", key, stale=stale))
@@ -245,40 +277,25 @@ class AsyncClient(_Core):
         ) as resp:
             status = resp.status
             raw = await resp.read()
-        try:
-            payload = json.loads(raw) if raw else {}
-        except json.JSONDecodeError:
-            payload = {"error": "bad_response"}
-        if status in RETRYABLE:
-            raise _Retry(status, payload)
-        return _verdict(op, status, payload)
+        return _answer(op, status, raw)
 
     async def _run(self, op: str, call: _Call) -> Any:
         import asyncio
 
         import aiohttp
 
-        seq = 0
-        if call.write:
-            self.seq += 1
-            seq = self.seq
-        unknown = False
-        last = ""
+        seq = self.next_seq(call)
+        attempts = _Attempts(op, call, self.retries)
         for attempt in range(self.retries):
             try:
                 return await self._once(call, seq, op)
             except _Retry as r:
-                unknown = unknown or r.status == 504
-                last = f"HTTP {r.status} {r.payload.get('error')}"
+                attempts.retry_status(r)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                unknown = unknown or call.write
-                last = str(exc) or type(exc).__name__
+                attempts.connection_lost(exc)
             self.rotate()
-            await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
-        raise ClientError(
-            f"{op} failed after {self.retries} attempts: {last}",
-            indeterminate=unknown and call.write,
-        )
+            await asyncio.sleep(attempts.backoff_s(attempt))
+        raise attempts.give_up()
 
     async def get(self, key: str, *, stale: bool = False) -> Any:
         return await self._run("get", _shape("get", key, stale=stale))
