@@ -226,7 +226,6 @@ class Simulation:
             "leader_changes": 0,
         }
         self.invariant_checks = 0
-        self._in_handler: str | None = None
         if start:
             for nid in ids:
                 self._boot(self._slots[nid], recover=False)
@@ -282,7 +281,7 @@ class Simulation:
     # ------------------------------------------------------------------ network
     def _hops(self, src: str, dst: str) -> int:
         """Hop count of the shortest usable path from src to dst; 0 when there is none."""
-        key = (self.topology.version, self._down_set())
+        key = (self.topology.version, self._down)
         if key != self._routes_key:
             self._routes.clear()
             self._routes_key = key
@@ -292,9 +291,6 @@ class Simulation:
             hops = self.topology.hops(src, dst, avoid=self._routes_key[1])
             self._routes[pair] = hops
         return hops
-
-    def _down_set(self) -> frozenset[str]:
-        return self._down
 
     _down: frozenset[str] = frozenset()
 
@@ -367,7 +363,6 @@ class Simulation:
         slot.up = True
         slot.incarnation += 1
         self._down = frozenset(n for n, s in self._slots.items() if not s.up)
-        self._in_handler = slot.node_id
         try:
             if recover:
                 proto.on_recover(slot.ctx, slot.storage.load())
@@ -378,8 +373,6 @@ class Simulation:
         except Exception as exc:
             self._annotate(exc, slot.node_id, "recover" if recover else "start")
             raise
-        finally:
-            self._in_handler = None
         self._after_step()
 
     def crash(self, node: str, *, lose_unsynced: bool | None = None) -> None:
@@ -508,7 +501,6 @@ class Simulation:
         if not slot.up or slot.protocol is None or slot.ctx is None:
             self._on_reply(node, request, {"error": "down", "node": node})
             return rid
-        self._in_handler = node
         try:
             slot.protocol.on_client(slot.ctx, request)
             if slot.protocol.needs_flush:
@@ -516,8 +508,6 @@ class Simulation:
         except Exception as exc:
             self._annotate(exc, node, f"client request {command!r:.60}")
             raise
-        finally:
-            self._in_handler = None
         self._after_step()
         return rid
 
@@ -537,7 +527,6 @@ class Simulation:
         slot = self._slot(node)
         if not slot.up or slot.protocol is None or slot.ctx is None:
             raise ConfigError(f"node {node} is down")
-        self._in_handler = node
         try:
             out = fn(slot.protocol, slot.ctx)
             if slot.protocol.needs_flush:
@@ -546,8 +535,6 @@ class Simulation:
             if not isinstance(exc, ConfigError):
                 self._annotate(exc, node, getattr(fn, "__name__", "invoke"))
             raise
-        finally:
-            self._in_handler = None
         self._after_step()
         return out
 

@@ -208,12 +208,3 @@ def _converged(sim: Simulation) -> bool:
         if len(seen) > 1:
             return False
     return True
-
-
-def run_simulation(
-    protocol: str, *, nodes: int = 5, seed: int = 1, duration: float = 10.0, loss_rate: float = 0.0
-) -> dict[str, Any]:
-    """Backwards-compatible helper: one run with default workload, as a summary dict."""
-    return run(
-        RunOptions(protocol=protocol, nodes=nodes, seed=seed, duration=duration, loss=loss_rate)
-    ).summary
