@@ -95,7 +95,7 @@ def _parse_seeds(seed: int, seeds: str | None) -> list[int]:
 @app.command()
 def sim(
     protocol: Annotated[
-        str, typer.Argument(help="Protocol to simulate: raft, heartbeat (paxos, pbft later).")
+        str, typer.Argument(help="Protocol to simulate: raft, paxos, pbft, heartbeat.")
     ] = "raft",
     nodes: Annotated[int, typer.Option("--nodes", "-n", help="Cluster size.")] = 5,
     seed: Annotated[int, typer.Option("--seed", "-s", help="Seed of the run.")] = 1,
@@ -122,6 +122,21 @@ def sim(
         str | None,
         typer.Option("--unsafe", help="Run a known-unsafe variant (a planted bug) by name."),
     ] = None,
+    byzantine: Annotated[
+        int,
+        typer.Option(
+            "--byzantine",
+            help="How many nodes misbehave (the first ones: n1 is the first primary); pbft.",
+        ),
+    ] = 0,
+    behaviour: Annotated[
+        str,
+        typer.Option(
+            "--behaviour",
+            help="What byzantine nodes do: silent, equivocate, wrong-digest, forge, replay, "
+            "stale-view, bad-checkpoint, wrong-reply, delay, twins.",
+        ),
+    ] = "equivocate",
     report: Annotated[
         str | None,
         typer.Option("--report", help="Write a self-contained HTML report to this file."),
@@ -150,6 +165,8 @@ def sim(
         loss=loss,
         unsafe=unsafe,
         record=report is not None,
+        byzantine=byzantine,
+        behaviour=behaviour,
     )
     validate_options(base)
     from quorumkit.protocols import resolve_protocol
@@ -157,6 +174,8 @@ def sim(
     proto_cls = resolve_protocol(protocol)
     if unsafe is not None:
         proto_cls.make_config(unsafe=unsafe)  # validates the variant name
+    if byzantine:
+        proto_cls.byzantine_class(behaviour)  # validates the behaviour name
     if len(seed_list) == 1:
         result = run(base)
         if report is not None:

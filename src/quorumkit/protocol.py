@@ -160,6 +160,11 @@ class Protocol(abc.ABC):
     name: ClassVar[str] = ""
     #: Set by a handler that deferred work to :meth:`on_flush` (rule 7).
     needs_flush: bool = False
+    #: True for a node that runs a byzantine behaviour: invariant checkers, convergence and
+    #: agreement checks speak only of the correct nodes.
+    is_byzantine: bool = False
+    #: Names accepted by :meth:`byzantine_class` (empty: the protocol assumes crash faults).
+    byzantine_behaviours: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, node_id: str, members: Sequence[str], config: Any = None) -> None:
         self.node_id = node_id
@@ -204,6 +209,28 @@ class Protocol(abc.ABC):
     def make_checker(cls) -> InvariantChecker | None:
         """A fresh invariant checker for a cluster of this protocol, or None."""
         return None
+
+    @classmethod
+    def byzantine_class(cls, behaviour: str) -> type[Protocol]:
+        """The class a driver instantiates for a node that runs byzantine ``behaviour``."""
+        from quorumkit.errors import ConfigError
+
+        if not cls.byzantine_behaviours:
+            raise ConfigError(
+                f"protocol {cls.name!r} tolerates crash faults only; it has no byzantine "
+                "behaviours (use pbft)"
+            )
+        raise ConfigError(
+            f"unknown byzantine behaviour {behaviour!r} for {cls.name} "
+            f"(known: {', '.join(cls.byzantine_behaviours)})"
+        )
+
+    @classmethod
+    def client_replies_needed(cls, members: int, config: Any) -> int:
+        """How many matching replies from distinct nodes a client needs before it accepts a
+        result. 1 (the default): ask one node, follow redirects to the leader. More (PBFT:
+        f + 1): send the request to every node and wait for that many matching answers."""
+        return 1
 
     @classmethod
     def make_config(cls, **options: Any) -> Any:

@@ -247,6 +247,10 @@ class _Model:
     snapshots: list[tuple[float, str, str, int]]
     violation: _Violation | None
     tips: _Tips
+    #: what the protocol calls its epochs ("term", "ballot", "view") and their letter
+    epoch: tuple[str, str] = ("term", "T")
+    #: node id -> byzantine behaviour
+    byzantine: dict[str, str] = field(default_factory=dict)
 
 
 def _parse_partition(desc: str, nodes: Sequence[str]) -> set[frozenset[str]] | None:
@@ -264,6 +268,20 @@ def _parse_partition(desc: str, nodes: Sequence[str]) -> set[frozenset[str]] | N
             groups.append(others)
         pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1 :]]
     return {frozenset((x, y)) for a, b in pairs for x in a for y in b if x != y}
+
+
+_EPOCHS = {"raft": ("term", "T"), "paxos": ("ballot", "B"), "pbft": ("view", "V")}
+
+
+def _epoch_value(fields: dict[str, Any]) -> Any:
+    """The epoch of a role change (Raft's term, Paxos's ballot, PBFT's view), printable."""
+    for key in ("term", "ballot", "view"):
+        if key in fields:
+            value = fields[key]
+            if isinstance(value, (list, tuple)):
+                return ".".join(str(v) for v in value)  # a ballot (round, node): "3.n2"
+            return value
+    return None
 
 
 def _build(result: RunResult) -> _Model:
@@ -329,7 +347,7 @@ def _build(result: RunResult) -> _Model:
         elif kind == "trace":
             node, name, fields = ev[2], ev[3], dict(ev[4])
             if name == "role" and node in current:
-                term = fields.get("term")
+                term = _epoch_value(fields)
                 last_term[node] = term
                 switch(node, t, str(fields.get("role")), term)
             elif name == "commit" and node in commits and isinstance(fields.get("index"), int):
@@ -390,6 +408,8 @@ def _build(result: RunResult) -> _Model:
         snapshots=snapshots,
         violation=_violation(result, t_end),
         tips=_Tips(),
+        epoch=_EPOCHS.get(result.options.protocol, ("term", "T")),
+        byzantine=dict(getattr(sim, "byzantine", {})),
     )
 
 
@@ -682,14 +702,12 @@ def _timeline_svg(m: _Model, windows: Sequence[_Window]) -> str:
     lanes_top = y
     for k, node in enumerate(m.nodes):
         ry = lanes_top + k * (row_h + 4)
-        parts.append(
-            f'<text class="lane" x="{_LEFT - 6}" y="{_n(ry + row_h / 2 + 4)}" '
-            f'text-anchor="end">{_e(node)}</text>'
-        )
+        parts.append(_lane_label(m, node, _LEFT - 6, ry + row_h / 2 + 4))
+        epoch, letter = m.epoch
         for s in m.roles[node]:
             xa, xb = x(s.start), x(s.end)
             color = ROLE_COLORS.get(s.state, "#d9d9d9")
-            term = f", term {s.term}" if s.term is not None else ""
+            term = f", {epoch} {s.term}" if s.term is not None else ""
             tip = m.tips.add(
                 f"{node}: {s.state}{term}\nfrom {_fmt_t(s.start)} to {_fmt_t(s.end)} "
                 f"({(s.end - s.start) * 1000:.1f} ms)"
@@ -700,10 +718,12 @@ def _timeline_svg(m: _Model, windows: Sequence[_Window]) -> str:
                 f'height="{_n(row_h)}" fill="{color}" data-i="{tip}"/>'
             )
             text = (
-                "crashed" if s.state == "crashed" else (f"T{s.term}" if s.term is not None else "")
+                "crashed"
+                if s.state == "crashed"
+                else (f"{letter}{s.term}" if s.term is not None else "")
             )
             if s.state == "leader" and s.term is not None:
-                text = f"leader T{s.term}"
+                text = f"leader {letter}{s.term}"
             if text and xb - xa > 6.5 * len(text) + 4:
                 fill = _ROLE_TEXT.get(s.state, "#333")
                 parts.append(
@@ -737,6 +757,18 @@ def _timeline_svg(m: _Model, windows: Sequence[_Window]) -> str:
     axis = _axis(x, top, bottom - top, bottom + 15)
     return _svg(
         height, axis + parts, extra=f'data-t0="0" data-t1="{m.t_end!r}" id="timeline"', cls="ov"
+    )
+
+
+def _lane_label(m: _Model, node: str, x: float, y: float) -> str:
+    """A node's name at the left of its lane; byzantine nodes in red, with their behaviour."""
+    behaviour = m.byzantine.get(node)
+    if behaviour is None:
+        return f'<text class="lane" x="{x}" y="{_n(y)}" text-anchor="end">{_e(node)}</text>'
+    tip = m.tips.add(f"{node} is byzantine: {behaviour}")
+    return (
+        f'<text class="lane byz" x="{x}" y="{_n(y)}" text-anchor="end" data-i="{tip}">'
+        f"{_e(node)} ✗</text>"
     )
 
 
@@ -827,7 +859,9 @@ def _spacetime_svg(m: _Model, w: _Window, colors: dict[str, str], idx: int) -> s
             if s.start >= w.lo and s.state not in ("crashed",) and m.has_roles:
                 letter = {"leader": "L", "candidate": "C", "pre-candidate": "P"}.get(s.state, "F")
                 term = "" if s.term is None else str(s.term)
-                tip = m.tips.add(f"{node} becomes {s.state}, term {s.term}\nat {_fmt_t(s.start)}")
+                tip = m.tips.add(
+                    f"{node} becomes {s.state}, {m.epoch[0]} {s.term}\nat {_fmt_t(s.start)}"
+                )
                 text = letter + term
                 if xa + 1 >= label_end:
                     body.append(
@@ -852,10 +886,7 @@ def _spacetime_svg(m: _Model, w: _Window, colors: dict[str, str], idx: int) -> s
             f'<line class="laneline" x1="{_LEFT}" y1="{_n(ly)}" x2="{_LEFT + _PLOT_W}" '
             f'y2="{_n(ly)}"/>'
         )
-        parts.append(
-            f'<text class="lane" x="{_LEFT - 8}" y="{_n(ly + 4)}" text-anchor="end">'
-            f"{_e(node)}</text>"
-        )
+        parts.append(_lane_label(m, node, _LEFT - 8, ly + 4))
     # messages
     kind_ids = {k: j for j, k in enumerate(colors)}
     for i in w.messages:
@@ -1416,7 +1447,8 @@ def _role_legend(m: _Model) -> str:
     note = (
         "<i class='sw cut'></i>cut off from a majority by a partition · "
         "<i class='sw vb'></i>violation · <i class='sw wm'></i>space-time window shown below"
-        + (" · T<i>n</i> = term" if m.has_roles else "")
+        + (f" · {m.epoch[1]}<i>n</i> = {m.epoch[0]}" if m.has_roles else "")
+        + (" · <b class='byz'>✗</b> byzantine node (hover: its behaviour)" if m.byzantine else "")
     )
     return _legend(items, note=note)
 
@@ -1463,7 +1495,8 @@ def _spacetime_section(m: _Model, windows: Sequence[_Window]) -> str:
             "lane tint: <span style='background:#d8f3d8'>leader</span> "
             "<span style='background:#ffe0c2'>candidate</span> "
             "<span style='background:#fff4c2'>pre-candidate</span> "
-            "<span style='background:#e3e3e3'>crashed</span> · letters F/P/C/L + term: "
+            "<span style='background:#e3e3e3'>crashed</span> · letters F/P/C/L + "
+            f"{m.epoch[0]}: "
             "a role change"
         )
     else:
@@ -1506,7 +1539,7 @@ font-weight:600;white-space:nowrap;vertical-align:top}.kv td{padding:1px 0}
 svg{display:block;max-width:100%;height:auto;font-size:11px;overflow:visible}
 svg text{fill:#333}
 .grid{stroke:#eee;stroke-width:1}.tick{text-anchor:middle;fill:#777;font-size:10px}
-.lane{font-weight:600;font-size:12px}.laneline{stroke:#999;stroke-width:1}
+.lane{font-weight:600;font-size:12px}.byz{fill:#c0392b;color:#c0392b}.laneline{stroke:#999;stroke-width:1}
 .role{stroke:#fff;stroke-width:.6}.roletext{font-size:10px;pointer-events:none}
 .cutoff{fill:#d62728;opacity:.85}.cutlane{fill:#d62728;opacity:.55}
 .nemrow{fill:#fafafa;stroke:#eee}.nem{fill:#fbd0a6;stroke:#e6a15a;stroke-width:.6}

@@ -7,7 +7,10 @@ Rules of this module:
    simulation's driver stream (so the workload is part of the seed).
 2. Writes run in a client session (``("session", client, seq, op)``): a retry reuses ``seq``, so
    the state machine executes a write at most once however often it is retried.
-3. An operation ends ``ok`` (its result is known), ``fail`` (it certainly had no effect: a read
+3. A protocol whose clients need several matching replies (PBFT: f + 1, see
+   :meth:`~quorumkit.protocol.Protocol.client_replies_needed`) gets every request sent to every
+   node; the client accepts a result once that many distinct nodes returned it.
+4. An operation ends ``ok`` (its result is known), ``fail`` (it certainly had no effect: a read
    that got no answer, a write refused before it was proposed) or ``info`` (it may or may not
    have taken effect: a write whose outcome never became known). ``info`` operations enter the
    history with ``ret=None`` (Jepsen's ``:info``).
@@ -84,6 +87,9 @@ class _Client:
         self.attempt = 0
         self.maybe_applied = False
         self.stopped = False
+        #: matching replies from distinct nodes needed to accept a result (rule 4)
+        self.quorum = sim.protocol_cls.client_replies_needed(len(sim.node_ids), sim.config)
+        self.answers: dict[str, Any] = {}
 
     # -- scheduling ------------------------------------------------------------------------
     def think(self) -> None:
@@ -112,6 +118,13 @@ class _Client:
                 self.pool.last_written[key] = value
             self.seq += 1
             self.command = session_command(self.cid, self.seq, op)
+        if self.quorum > 1:
+            if op[0] == "get":
+                self.seq += 1
+            make = getattr(self.sim.protocol_cls, "client_command", None)
+            if make is not None:
+                self.command = make(self.sim.config, self.cid, self.seq, op)
+        self.answers = {}
         self.current = OpRecord(self.cid, self.sim.now, op)
         self.pool.records.append(self.current)
         self.maybe_applied = False
@@ -132,8 +145,12 @@ class _Client:
         rec.attempts += 1
         self.attempt += 1
         attempt = self.attempt
-        node = self.target()
         self.sim.call_after(self.w.attempt_timeout_s, lambda: self.on_timeout(attempt))
+        if self.quorum > 1:
+            for node in self.sim.node_ids:
+                self.sim.client_request(node, self.command, lambda n, r: self.on_answer(rec, n, r))
+            return
+        node = self.target()
         self.sim.client_request(node, self.command, lambda n, r: self.on_reply(attempt, n, r))
 
     # -- outcomes --------------------------------------------------------------------------
@@ -165,6 +182,22 @@ class _Client:
             return
         self.leader_hint = node
         self.finish("ok", result)
+
+    def on_answer(self, rec: OpRecord, node: str, result: Any) -> None:
+        """Quorum mode: any attempt's answer counts; accept a result once ``quorum`` distinct
+        nodes returned it (with at most quorum - 1 liars, one of them is correct)."""
+        if self.current is not rec:
+            return
+        if isinstance(result, dict) and "error" in result:
+            if result["error"] in _INDETERMINATE or result.get("indeterminate"):
+                self.maybe_applied = True
+            return
+        self.maybe_applied = True
+        self.answers[node] = result
+        same = sum(1 for other in self.answers.values() if other == result)
+        if same >= self.quorum:
+            self.attempt += 1  # cancels the pending attempt timeout
+            self.finish("ok", result)
 
     def retry(self) -> None:
         self.sim.call_after(0.02 + 0.03 * self.sim.rng.random(), self.send)

@@ -21,7 +21,7 @@ import hashlib
 import heapq
 import inspect
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from quorumkit.errors import ConfigError, InvariantViolation
@@ -152,6 +152,7 @@ class Simulation:
         check_invariants: bool = False,
         lose_unsynced_on_crash: bool = False,
         start: bool = True,
+        byzantine: Mapping[str, str] | None = None,
         **protocol_options: Any,
     ) -> None:
         self.protocol_cls: type[Protocol] = resolve_protocol(protocol)
@@ -176,6 +177,13 @@ class Simulation:
         )
         self.seed = seed
         self.node_ids = ids
+        #: node id -> byzantine behaviour, for the nodes that misbehave
+        self.byzantine: dict[str, str] = dict(byzantine or {})
+        self._classes: dict[str, type[Protocol]] = {}
+        for nid, behaviour in self.byzantine.items():
+            if nid not in ids:
+                raise ConfigError(f"byzantine node {nid!r} is not a member ({', '.join(ids)})")
+            self._classes[nid] = self.protocol_cls.byzantine_class(behaviour)
         self.network = Network(
             delay_min=delay_min,
             delay_max=delay_max,
@@ -266,6 +274,8 @@ class Simulation:
             return {"id": node, "up": False}
         out = dict(slot.protocol.status())
         out["up"] = True
+        if node in self.byzantine:
+            out["byzantine"] = self.byzantine[node]
         return out
 
     # ------------------------------------------------------------------ tracing
@@ -357,7 +367,8 @@ class Simulation:
 
     # ------------------------------------------------------------------ lifecycle of nodes
     def _boot(self, slot: _Slot, recover: bool) -> None:
-        proto = self.protocol_cls(slot.node_id, self.node_ids, self.config)
+        cls = self._classes.get(slot.node_id, self.protocol_cls)
+        proto = cls(slot.node_id, self.node_ids, self.config)
         slot.protocol = proto
         slot.ctx = SimContext(self, slot)
         slot.up = True

@@ -42,6 +42,13 @@ class RunOptions:
     record: bool = False  # keep the full trace (for reports)
     check_linearizability: bool = True
     protocol_options: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    #: how many nodes run ``behaviour`` (the first ones: n1 is the first primary/leader)
+    byzantine: int = 0
+    behaviour: str = "equivocate"
+
+    def byzantine_nodes(self) -> dict[str, str]:
+        """Node id -> behaviour for the byzantine nodes of this run."""
+        return {f"n{i}": self.behaviour for i in range(1, self.byzantine + 1)}
 
     def replay_command(self) -> str:
         parts = [
@@ -58,6 +65,8 @@ class RunOptions:
             parts.append(f"--loss {self.loss:g}")
         if self.unsafe:
             parts.append(f"--unsafe {self.unsafe}")
+        if self.byzantine:
+            parts.append(f"--byzantine {self.byzantine} --behaviour {self.behaviour}")
         return " ".join(parts)
 
 
@@ -84,6 +93,8 @@ def validate_options(opts: RunOptions) -> None:
     if not 0 <= opts.loss <= 1:
         raise ConfigError(f"--loss must be a rate in [0, 1], got {opts.loss}")
     parse_nemeses(list(opts.nemesis))
+    if not 0 <= opts.byzantine <= opts.nodes:
+        raise ConfigError(f"--byzantine must be in [0, {opts.nodes}], got {opts.byzantine}")
 
 
 def run(opts: RunOptions) -> RunResult:
@@ -99,6 +110,7 @@ def run(opts: RunOptions) -> RunResult:
         loss_rate=opts.loss,
         check_invariants=True,
         trace="full" if opts.record else "hash",
+        byzantine=opts.byzantine_nodes(),
         **proto_opts,
     )
     client_ok = hasattr(sim.protocol_cls, "submit")
@@ -174,6 +186,7 @@ def run(opts: RunOptions) -> RunResult:
         "duration": opts.duration,
         "nemesis": list(opts.nemesis),
         "unsafe": opts.unsafe,
+        "byzantine": opts.byzantine_nodes(),
         "ok": not violations,
         "ops": pool.counts(),
         "linearizable": linearizable,
@@ -201,6 +214,8 @@ def _converged(sim: Simulation) -> bool:
     seen: set[Any] = set()
     for n in sim.up_nodes():
         proto: Any = sim.protocol(n)
+        if proto is None or proto.is_byzantine:
+            continue  # Definition 2.1 speaks of the correct replicas only
         digest = getattr(proto, "state_digest", None)
         if digest is None:
             return True
