@@ -303,47 +303,34 @@ _ROLE_TO_STATE = {
 }
 
 
-class RaftSystem(DistributedSystem):
-    """A Raft cluster (Definition 2.3) with the specification's API, running the real Raft of
-    :mod:`quorumkit.protocols.raft` on the simulator, in real time, in a background thread."""
+class ReplicatedSystem(DistributedSystem):
+    """A cluster running one of quorumkit's consensus protocols on the simulator, in real time,
+    in a background thread (the base of the Raft, Paxos and byzantine facades)."""
 
-    def __init__(self, name: str, **raft_options: Any) -> None:
+    protocol = "raft"
+
+    def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name)
-        self.raft_nodes: dict[str, RaftNode] = {}
-        self.raft_options = raft_options
+        self.options = options
 
-    def add_raft_node(self, node: RaftNode) -> None:
-        self.add_node(node)
-        self.raft_nodes[node.id] = node
+    def _members(self) -> list[str]:
+        return list(self.nodes)
+
+    def _simulation_options(self) -> dict[str, Any]:
+        return dict(self.options)
 
     def _build_simulation(self) -> Simulation:
         return Simulation(
-            "raft",
-            nodes=list(self.raft_nodes),
+            self.protocol,
+            nodes=self._members(),
             seed=self.seed,
             topology=Topology.from_graph(self.network),
             delay_min=self.delay_min_s,
             delay_max=self.delay_max_s,
             trace="off",
             check_invariants=True,
-            **self.raft_options,
+            **self._simulation_options(),
         )
-
-    def start_election(self, node_id: str) -> None:
-        """Make ``node_id`` campaign now (a forced election, like a leadership transfer: voters
-        do not ignore it for having heard from a leader recently)."""
-        if node_id not in self.raft_nodes:
-            raise ConfigError(f"unknown Raft node {node_id!r}")
-        if not self.running:
-            self.start()
-        sim = self._sim
-        assert sim is not None
-
-        def campaign(proto: Any, ctx: Any) -> None:
-            if proto.role.value != "leader":
-                proto.become_candidate(ctx, transfer=True)
-
-        self._locked(lambda: sim.invoke(node_id, campaign))
 
     def submit(self, command: Any, timeout_s: float = 5.0) -> Any:
         """Replicate ``command`` through the current leader and wait for its result."""
@@ -354,11 +341,16 @@ class RaftSystem(DistributedSystem):
         box: dict[str, Any] = {}
 
         def attempt() -> None:
-            leader = sim.leader() or next(iter(self.raft_nodes))
+            leader = sim.leader() or next(iter(self._members()))
             sim.client_request(str(leader), command, callback=on_reply)
 
         def on_reply(node: str, result: Any) -> None:
-            if isinstance(result, dict) and result.get("error") in ("not_leader", "down"):
+            if isinstance(result, dict) and result.get("error") in (
+                "not_leader",
+                "down",
+                "overloaded",
+                "leader_changed",
+            ):
                 sim.call_after(0.05, attempt)
                 return
             box["result"] = result
@@ -368,6 +360,42 @@ class RaftSystem(DistributedSystem):
         if not done.wait(timeout_s):
             raise TimeoutError(f"no reply within {timeout_s} s")
         return box.get("result")
+
+
+class RaftSystem(ReplicatedSystem):
+    """A Raft cluster (Definition 2.3) with the specification's API, running the real Raft of
+    :mod:`quorumkit.protocols.raft` on the simulator, in real time, in a background thread."""
+
+    protocol = "raft"
+
+    def __init__(self, name: str, **raft_options: Any) -> None:
+        super().__init__(name, **raft_options)
+        self.raft_nodes: dict[str, RaftNode] = {}
+        self.raft_options = raft_options
+
+    def add_raft_node(self, node: RaftNode) -> None:
+        self.add_node(node)
+        self.raft_nodes[node.id] = node
+
+    def _members(self) -> list[str]:
+        return list(self.raft_nodes)
+
+    def start_election(self, node_id: str) -> None:
+        """Make ``node_id`` campaign now (a forced election, like a leadership transfer: voters
+        do not ignore it for having heard from a leader recently)."""
+        if node_id not in self.raft_nodes:
+            raise ConfigError(f"unknown Raft node {node_id!r}")
+        if not self.running:
+            self.start()
+        sim = self._sim
+        if sim is None:  # pragma: no cover - start() just built it
+            raise ConfigError("the system did not start")
+
+        def campaign(proto: Any, ctx: Any) -> None:
+            if proto.role.value != "leader":
+                proto.become_candidate(ctx, transfer=True)
+
+        self._locked(lambda: sim.invoke(node_id, campaign))
 
     def get_raft_status(self) -> dict[str, Any]:
         """The specification's per-node Raft status keys (plus ``leader``)."""
