@@ -5,7 +5,10 @@
 '1'
 
 Rules: the client finds the leader (``/v1/status``) and talks to it; any node would do, since
-followers forward. Every write runs in a client session (a random client id and a sequence
+followers forward. When the cluster says a client needs several matching answers
+(``client_replies_needed`` in ``/v1/status``: f + 1 for PBFT, where up to f nodes may lie), the
+client sends every request to every node and accepts a result once that many nodes returned
+it. Every write runs in a client session (a random client id and a sequence
 number), so a retry after a timeout or a lost connection is executed at most once. Reads are
 linearizable unless ``stale=True``. Failures raise :class:`ClientError`; ``indeterminate`` on it
 says whether the write may still have taken effect.
@@ -56,6 +59,18 @@ class _Core:
         self.client_id = client_id or uuid.uuid4().hex
         self.seq = 0
         self.current = 0
+        #: matching answers from distinct nodes needed to accept a result (1: trust the leader)
+        self.quorum = 1
+
+    def learn_quorum(self, status: dict[str, Any]) -> None:
+        needed = status.get("client_replies_needed", 1)
+        if isinstance(needed, int) and not isinstance(needed, bool) and needed > 1:
+            if needed > len(self.endpoints):
+                raise ClientError(
+                    f"the cluster needs {needed} matching answers per request, but only "
+                    f"{len(self.endpoints)} endpoints were given: list every node"
+                )
+            self.quorum = needed
 
     def url(self, path: str) -> str:
         return f"http://{self.endpoints[self.current]}{path}"
@@ -113,6 +128,18 @@ class _Attempts:
             f"{self.op} failed after {self.retries} attempts: {self.last}",
             indeterminate=self.unknown and self.call.write,
         )
+
+
+class _Tally:
+    """Quorum mode: answers per endpoint; a result wins once ``needed`` endpoints gave it."""
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+        self.answers: dict[int, Any] = {}
+
+    def add(self, endpoint: int, value: Any) -> bool:
+        self.answers[endpoint] = value
+        return sum(1 for v in self.answers.values() if v == value) >= self.needed
 
 
 def _answer(op: str, status: int, raw: bytes) -> Any:
@@ -186,7 +213,8 @@ class Client(_Core):
                 st = self._once(_shape("status", ""), 0, "status")
             except (ClientError, OSError):
                 continue
-            if st.get("role") == "leader":
+            self.learn_quorum(st)
+            if st.get("role") == "leader" or self.quorum > 1:
                 return
         self.current = 0
 
@@ -201,10 +229,59 @@ class Client(_Core):
             status, raw = exc.code, exc.read()
         return _answer(op, status, raw)
 
+    def _from_all(self, call: _Call, seq: int, op: str, attempts: _Attempts) -> tuple[bool, Any]:
+        """Quorum mode: send to every endpoint at once; (True, result) once enough agree."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        tally = _Tally(self.quorum)
+
+        def one(i: int) -> Any:
+            return _At(i, self._once_at(i, call, seq, op))
+
+        # not a with-block: a silent node must not hold the answer back (no wait on exit)
+        pool = ThreadPoolExecutor(max_workers=len(self.endpoints))
+        try:
+            futures = [pool.submit(one, i) for i in range(len(self.endpoints))]
+            for fut in as_completed(futures):
+                try:
+                    got = fut.result()
+                except _Retry as r:
+                    attempts.retry_status(r)
+                    continue
+                except (OSError, TimeoutError, ClientError) as exc:
+                    attempts.connection_lost(exc)
+                    continue
+                if tally.add(got.endpoint, got.value):
+                    return True, got.value
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        attempts.last = f"no {self.quorum} matching answers ({len(tally.answers)} answers)"
+        return False, None
+
+    def _once_at(self, i: int, call: _Call, seq: int, op: str) -> Any:
+        req = urllib.request.Request(
+            f"http://{self.endpoints[i]}{call.path}",
+            data=call.body,
+            method=call.method,
+            headers=self.headers(call, seq),
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        return _answer(op, status, raw)
+
     def _run(self, op: str, call: _Call) -> Any:
         seq = self.next_seq(call)
         attempts = _Attempts(op, call, self.retries)
         for attempt in range(self.retries):
+            if self.quorum > 1 and op != "status":
+                done, value = self._from_all(call, seq, op, attempts)
+                if done:
+                    return value
+                time.sleep(attempts.backoff_s(attempt))
+                continue
             try:
                 return self._once(call, seq, op)
             except _Retry as r:
@@ -234,6 +311,12 @@ class Client(_Core):
         return dict(self._run("status", _shape("status", "")))
 
 
+@dataclass(frozen=True)
+class _At:
+    endpoint: int
+    value: Any
+
+
 class _Retry(Exception):
     def __init__(self, status: int, payload: dict[str, Any]) -> None:
         super().__init__(status)
@@ -254,6 +337,7 @@ class AsyncClient(_Core):
     ) -> None:
         super().__init__(endpoints, timeout_s, retries, client_id)
         self._session: Any = None
+        self._probed = False
 
     async def __aenter__(self) -> AsyncClient:
         import aiohttp
@@ -269,11 +353,45 @@ class AsyncClient(_Core):
             await self._session.close()
             self._session = None
 
-    async def _once(self, call: _Call, seq: int, op: str) -> Any:
+    async def _from_all(
+        self, call: _Call, seq: int, op: str, attempts: _Attempts
+    ) -> tuple[bool, Any]:
+        """Quorum mode: send to every endpoint at once; (True, result) once enough agree."""
+        import asyncio
+
+        import aiohttp
+
+        tally = _Tally(self.quorum)
+
+        async def one(i: int) -> _At:
+            return _At(i, await self._once(call, seq, op, endpoint=i))
+
+        tasks = [asyncio.ensure_future(one(i)) for i in range(len(self.endpoints))]
+        try:
+            for next_done in asyncio.as_completed(tasks):
+                try:
+                    got = await next_done
+                except _Retry as r:
+                    attempts.retry_status(r)
+                    continue
+                except (TimeoutError, OSError, aiohttp.ClientError, ClientError) as exc:
+                    attempts.connection_lost(exc)
+                    continue
+                if tally.add(got.endpoint, got.value):
+                    return True, got.value
+        finally:
+            for t in tasks:
+                t.cancel()
+        attempts.last = f"no {self.quorum} matching answers ({len(tally.answers)} answers)"
+        return False, None
+
+    async def _once(self, call: _Call, seq: int, op: str, endpoint: int | None = None) -> Any:
         if self._session is None:
             await self.__aenter__()
+        base = self.url(call.path) if endpoint is None else f"http://{self.endpoints[endpoint]}"
+        url = base if endpoint is None else base + call.path
         async with self._session.request(
-            call.method, self.url(call.path), data=call.body, headers=self.headers(call, seq)
+            call.method, url, data=call.body, headers=self.headers(call, seq)
         ) as resp:
             status = resp.status
             raw = await resp.read()
@@ -284,9 +402,21 @@ class AsyncClient(_Core):
 
         import aiohttp
 
+        if self.quorum == 1 and not self._probed and op != "status":
+            self._probed = True
+            try:
+                self.learn_quorum(await self._once(_shape("status", ""), 0, "status"))
+            except (ClientError, _Retry, TimeoutError, OSError, aiohttp.ClientError):
+                pass
         seq = self.next_seq(call)
         attempts = _Attempts(op, call, self.retries)
         for attempt in range(self.retries):
+            if self.quorum > 1 and op != "status":
+                done, value = await self._from_all(call, seq, op, attempts)
+                if done:
+                    return value
+                await asyncio.sleep(attempts.backoff_s(attempt))
+                continue
             try:
                 return await self._once(call, seq, op)
             except _Retry as r:

@@ -169,7 +169,12 @@ class HttpFrontEnd:
 
     # ------------------------------------------------------------------ status
     async def status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.rt.status())
+        st = self.rt.status()
+        # how many matching answers from distinct nodes a client should wait for (PBFT: f + 1)
+        st["client_replies_needed"] = self.rt.protocol_cls.client_replies_needed(
+            len(self.rt.config.peers), self.rt.protocol.config
+        )
+        return web.json_response(st)
 
     async def metrics(self, request: web.Request) -> web.Response:
         body = self.rt.metrics.render(self.rt.transport.dropped)
