@@ -277,9 +277,11 @@ class RuntimeCluster:
         protocol_options: dict[str, Any] | None = None,
         authenticated: bool = True,
         extra_args: Iterable[str] = (),
+        protocol: str = "raft",
     ) -> None:
         self.root = root
         self.nodes = nodes
+        self.protocol = protocol
         self.data_dir = root / "cluster"
         self.log_dir = root / "logs"
         extra = list(extra_args)
@@ -324,6 +326,7 @@ class RuntimeCluster:
                 self.nodes,
                 base,
                 self.data_dir,
+                protocol=self.protocol,
                 extra_args=self.extra,
                 authenticated=self.authenticated,
             )
@@ -601,7 +604,12 @@ def node_argv(cluster: RuntimeCluster, node: str, extra: Iterable[str] = ()) -> 
     """The command line that ``LocalCluster`` uses for ``node`` (to run it by hand)."""
     key = cluster.data_dir / "cluster.key" if cluster.authenticated else None
     return node_command(
-        cluster.spec(node), cluster.specs, cluster.data_dir, "raft", key, [*cluster.extra, *extra]
+        cluster.spec(node),
+        cluster.specs,
+        cluster.data_dir,
+        cluster.protocol,
+        key,
+        [*cluster.extra, *extra],
     )
 
 

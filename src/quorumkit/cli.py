@@ -392,6 +392,14 @@ def node(
     fault_injection: Annotated[
         bool, typer.Option("--fault-injection", help="Accept /v1/admin/faults requests.")
     ] = False,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            help="A protocol option NAME=VALUE (repeatable; VALUE is JSON or a string), e.g. "
+            "election_timeout_ms_min=300 or, for pbft, keys=cluster-keys.json.",
+        ),
+    ] = None,
 ) -> None:
     """Run one node of a real cluster until SIGTERM or Ctrl-C.
 
@@ -423,6 +431,7 @@ def node(
     options = settings.get("protocol_options", {})
     if not isinstance(options, dict):
         _fail_usage("protocol_options in --config must be a table")
+    options = {**options, **_parse_options(option or [])}
     cfg = NodeConfig(
         node_id=node_id,
         peers=parse_peers(peers),
@@ -441,6 +450,21 @@ def node(
     run_node(cfg)
 
 
+def _parse_options(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; VALUE is read as JSON when it parses, else kept as a string."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            _fail_usage(f"--option takes NAME=VALUE, got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name.strip()] = value
+    return out
+
+
 def _read_toml(path: str) -> dict[str, Any]:
     import tomllib
 
@@ -456,19 +480,72 @@ def _read_toml(path: str) -> dict[str, Any]:
 @app.command()
 def keygen(
     out: Annotated[
-        str, typer.Option("--out", "-o", help="Where to write the key.")
-    ] = "cluster.key",
+        str | None,
+        typer.Option(
+            "--out", "-o", help="Where to write: a file (cluster key) or a directory (--ed25519)."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    ed25519: Annotated[
+        bool,
+        typer.Option(
+            "--ed25519",
+            help="Write Ed25519 key pairs (PBFT signatures) for --ids into the --out directory, "
+            "and cluster-keys.json listing their public keys.",
+        ),
+    ] = False,
+    ids: Annotated[
+        str | None,
+        typer.Option("--ids", help="With --ed25519: replica ids, comma-separated (n1,n2,...)."),
+    ] = None,
+    clients: Annotated[
+        str | None,
+        typer.Option("--clients", help="With --ed25519: client ids, comma-separated."),
+    ] = None,
 ) -> None:
-    """Write a new random cluster key (hex, mode 0600) for peer authentication."""
+    """Write a new random cluster key (hex, mode 0600) for peer authentication, or, with
+    --ed25519, the key pairs and key configuration of a PBFT cluster."""
     from pathlib import Path
 
     from quorumkit.net.framing import write_key
 
+    if ed25519:
+        _keygen_ed25519(out or "keys", ids, clients, force)
+        return
+    if ids or clients:
+        _fail_usage("--ids and --clients go with --ed25519")
+    out = out or "cluster.key"
     if Path(out).exists() and not force:
         _fail_usage(f"{out} exists (use --force to overwrite)")
     write_key(out)
     console.print(f"cluster key written to {out}")
+
+
+def _keygen_ed25519(out: str, ids: str | None, clients: str | None, force: bool) -> None:
+    from pathlib import Path
+
+    from quorumkit.protocols.pbft.crypto import write_cluster_config, write_keypair
+
+    replicas = [x.strip() for x in (ids or "").split(",") if x.strip()]
+    client_ids = [x.strip() for x in (clients or "").split(",") if x.strip()]
+    if not replicas:
+        _fail_usage("--ed25519 needs --ids n1,n2,... (every replica of the cluster)")
+    if len(set(replicas + client_ids)) != len(replicas) + len(client_ids):
+        _fail_usage("--ids and --clients must name distinct identities")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        _fail_usage(f"--out {out} must be a directory with --ed25519")
+    public: dict[str, dict[str, bytes]] = {"replicas": {}, "clients": {}}
+    for group, names in (("replicas", replicas), ("clients", client_ids)):
+        for name in names:
+            public[group][name] = write_keypair(folder, name, overwrite=force)[2]
+    config = folder / "cluster-keys.json"
+    write_cluster_config(config, public["replicas"], public["clients"], keys_dir=".")
+    console.print(
+        f"{len(replicas) + len(client_ids)} key pairs written to {folder} (private keys mode "
+        f"0600: give each machine only its own); public keys in {config}; start each node "
+        f"with --protocol pbft --option keys={config}"
+    )
 
 
 cluster_app = typer.Typer(

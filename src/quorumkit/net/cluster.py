@@ -88,6 +88,33 @@ def node_command(
     return cmd + extra
 
 
+#: the JSON key configuration of a byzantine-tolerant cluster (public keys of every replica)
+KEYS_FILE = "keys/cluster-keys.json"
+
+
+def provision_keys(data_dir: Path, node_ids: list[str]) -> Path:
+    """Ed25519 key pairs for every replica (once) and the cluster key configuration listing
+    their public keys; returns the configuration's path (PBFT's ``keys`` option)."""
+    from quorumkit.protocols.pbft.crypto import (
+        public_from_private,
+        read_key_file,
+        write_cluster_config,
+        write_keypair,
+    )
+
+    folder = data_dir / "keys"
+    public: dict[str, bytes] = {}
+    for node_id in node_ids:
+        private_path = folder / f"{node_id}.key"
+        if private_path.exists():
+            public[node_id] = public_from_private(read_key_file(private_path))
+        else:
+            public[node_id] = write_keypair(folder, node_id, overwrite=True)[2]
+    path = data_dir / KEYS_FILE
+    write_cluster_config(path, public, keys_dir=".")
+    return path
+
+
 def write_cluster_file(data_dir: Path, specs: list[NodeSpec], protocol: str) -> Path:
     path = data_dir / CLUSTER_FILE
     path.write_text(
@@ -152,6 +179,9 @@ class LocalCluster:
             if not key_file.exists():
                 write_key(key_file)
         write_cluster_file(self.data_dir, self.specs, self.protocol)
+        if self.protocol == "pbft" and not any(a.startswith("keys=") for a in self.extra):
+            keys = provision_keys(self.data_dir, [s.node_id for s in self.specs])
+            self.extra = [*self.extra, "--option", f"keys={keys}"]
         for spec in self.specs:
             self.start_node(spec.node_id, key_file, log_dir)
 
