@@ -764,3 +764,17 @@ def test_unhashable_values_raise_config_error() -> None:
 
     with pytest.raises(ConfigError, match="not hashable"):
         reg([op(0, 0, 1, "write", Box())])
+
+
+def test_a_history_that_asks_past_the_last_checkpoint_is_checked() -> None:
+    """Regression: a 7-node Paxos run's history (``quorumkit sim paxos --nodes 7 --seed 57
+    --duration 20 --rate 100 --loss 0.1 --nemesis partition,crash,loss,duplicate,delay,skew``)
+    has a key with a multiple of 64 operations; asking which of them were called before the
+    end of the history indexed one checkpoint past the last one (IndexError)."""
+    import json
+
+    raw = json.loads(
+        (Path(__file__).parent / "data" / "history_checkpoint_stride.json").read_text()
+    )
+    ops = [Operation(o["client"], o["call"], o["ret"], tuple(o["input"]), o["output"]) for o in raw]
+    assert check_linearizability(ops, model="kv").ok is True

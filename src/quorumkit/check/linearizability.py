@@ -424,6 +424,8 @@ class _Partition:
                         det_mask |= 1 << self.bitpos[i]
                     else:
                         info_mask |= 1 << self.bitpos[i]
+                if len(self.by_call) % _CHECKPOINT == 0:  # k == len(by_call) needs one more
+                    self.checkpoints.append((det_mask, info_mask))
             k = bisect_left(self.by_call, (rank, -1))  # the operations called before
             det_mask, info_mask = self.checkpoints[k // _CHECKPOINT]
             for _, i in self.by_call[k - k % _CHECKPOINT : k]:

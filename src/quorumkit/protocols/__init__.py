@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 PROTOCOLS: dict[str, str] = {
     "heartbeat": "quorumkit.protocols.heartbeat:HeartbeatDetector",
     "raft": "quorumkit.protocols.raft:RaftNode",
+    "paxos": "quorumkit.protocols.paxos:PaxosNode",
 }
 
 
