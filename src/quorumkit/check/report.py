@@ -1634,8 +1634,8 @@ def render_report(result: RunResult) -> str:
         timeline = (
             "<section><h2>Faults and roles over the whole run</h2>"
             "<p class='muted'>Top rows: what each nemesis did (hover for details). Then one row "
-            "per node: its role and term. Time 0 to the end of the run, including the liveness "
-            "phase after every fault was healed.</p>"
+            f"per node: its role and {m.epoch[0]}. Time 0 to the end of the run, including the "
+            "liveness phase after every fault was healed.</p>"
             + _role_legend(m)
             + _timeline_svg(m, windows)
             + _nemesis_log(m)
