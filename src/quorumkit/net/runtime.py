@@ -137,6 +137,11 @@ class NodeRuntime:
         self.failed = False
         self.on_fatal: Callable[[], None] | None = None
         self.started_at = time.time()
+        #: a leader-based protocol: requests may be forwarded to the leader. A protocol whose
+        #: clients need several matching answers (PBFT) handles every request where it lands.
+        self._forwards = (
+            self.protocol_cls.client_replies_needed(len(config.peers), self.protocol.config) == 1
+        )
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -256,6 +261,7 @@ class NodeRuntime:
         """Run a client command (write, or linearizable read) and return its result."""
         t0 = time.perf_counter()
         leader = self.protocol.leader()
+        forward = forward and self._forwards
         if forward and leader is not None and leader != self.config.node_id:
             result = await self._forward(leader, command)  # skip the local round trip
             self.metrics.observe_request(result, time.perf_counter() - t0)

@@ -15,6 +15,7 @@ PROTOCOLS: dict[str, str] = {
     "heartbeat": "quorumkit.protocols.heartbeat:HeartbeatDetector",
     "raft": "quorumkit.protocols.raft:RaftNode",
     "paxos": "quorumkit.protocols.paxos:PaxosNode",
+    "pbft": "quorumkit.protocols.pbft:PbftNode",
 }
 
 
