@@ -158,9 +158,10 @@ def test_bad_key_material_is_a_config_error(tmp_path: Path) -> None:
         Keyring.from_cluster_config(folder / "c.json", "n1")
 
 
-def test_mac_authenticators_are_refused_with_a_clear_error() -> None:
-    with pytest.raises(ConfigError, match="not implemented"):
-        PbftConfig.from_options(auth="mac")
+def test_unknown_authentication_modes_are_refused_with_a_clear_error() -> None:
+    assert PbftConfig.from_options(auth="mac").auth == "mac"  # tests/test_pbft_mac.py
+    with pytest.raises(ConfigError, match="auth must be one of signatures, mac"):
+        PbftConfig.from_options(auth="hmac")
 
 
 # ------------------------------------------------------------------ replicas drop forgeries

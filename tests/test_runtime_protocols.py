@@ -108,8 +108,11 @@ def test_paxos_data_survives_a_restart_of_every_node(paxos3: RuntimeCluster) -> 
 def test_pbft_cluster_up_provisions_keys_and_signs_with_them(pbft4: RuntimeCluster) -> None:
     c = pbft4
     keys = c.data_dir / "keys"
-    assert sorted(p.name for p in keys.glob("*.key")) == [f"{n}.key" for n in c.ids]
+    assert sorted(p.name for p in keys.glob("*.key")) == sorted(
+        [f"{n}.key" for n in c.ids] + [f"{n}.x25519.key" for n in c.ids]  # x25519: auth="mac"
+    )
     assert (keys / "n1.key").stat().st_mode & 0o077 == 0  # private keys: owner only
+    assert (keys / "n1.x25519.key").stat().st_mode & 0o077 == 0
     st = c.status(c.ids[0])
     assert st is not None and st["protocol"] == "pbft"
 

@@ -524,7 +524,11 @@ def keygen(
 def _keygen_ed25519(out: str, ids: str | None, clients: str | None, force: bool) -> None:
     from pathlib import Path
 
-    from quorumkit.protocols.pbft.crypto import write_cluster_config, write_keypair
+    from quorumkit.protocols.pbft.crypto import (
+        write_cluster_config,
+        write_keypair,
+        write_x25519_keypair,
+    )
 
     replicas = [x.strip() for x in (ids or "").split(",") if x.strip()]
     client_ids = [x.strip() for x in (clients or "").split(",") if x.strip()]
@@ -539,10 +543,13 @@ def _keygen_ed25519(out: str, ids: str | None, clients: str | None, force: bool)
     for group, names in (("replicas", replicas), ("clients", client_ids)):
         for name in names:
             public[group][name] = write_keypair(folder, name, overwrite=force)[2]
+    # X25519 keys for auth="mac" (write_keypair made them; read back the replicas' public keys)
+    x25519 = {name: write_x25519_keypair(folder, name) for name in replicas}
     config = folder / "cluster-keys.json"
-    write_cluster_config(config, public["replicas"], public["clients"], keys_dir=".")
+    write_cluster_config(config, public["replicas"], public["clients"], keys_dir=".", x25519=x25519)
     console.print(
-        f"{len(replicas) + len(client_ids)} key pairs written to {folder} (private keys mode "
+        f"{len(replicas) + len(client_ids)} key pairs (Ed25519, and X25519 for "
+        f"auth=mac) written to {folder} (private keys mode "
         f"0600: give each machine only its own); public keys in {config}; start each node "
         f"with --protocol pbft --option keys={config}"
     )

@@ -93,25 +93,28 @@ KEYS_FILE = "keys/cluster-keys.json"
 
 
 def provision_keys(data_dir: Path, node_ids: list[str]) -> Path:
-    """Ed25519 key pairs for every replica (once) and the cluster key configuration listing
-    their public keys; returns the configuration's path (PBFT's ``keys`` option)."""
+    """Ed25519 and X25519 key pairs for every replica (once) and the cluster key configuration
+    listing their public keys; returns the configuration's path (PBFT's ``keys`` option)."""
     from quorumkit.protocols.pbft.crypto import (
         public_from_private,
         read_key_file,
         write_cluster_config,
         write_keypair,
+        write_x25519_keypair,
     )
 
     folder = data_dir / "keys"
     public: dict[str, bytes] = {}
+    x25519: dict[str, bytes] = {}
     for node_id in node_ids:
         private_path = folder / f"{node_id}.key"
         if private_path.exists():
             public[node_id] = public_from_private(read_key_file(private_path))
         else:
             public[node_id] = write_keypair(folder, node_id, overwrite=True)[2]
+        x25519[node_id] = write_x25519_keypair(folder, node_id)  # kept if it exists
     path = data_dir / KEYS_FILE
-    write_cluster_config(path, public, keys_dir=".")
+    write_cluster_config(path, public, keys_dir=".", x25519=x25519)
     return path
 
 

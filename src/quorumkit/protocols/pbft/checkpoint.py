@@ -15,6 +15,12 @@ Rules of this module:
    NEW-VIEW of the responder's view, and committed certificates (a pre-prepare and 2f + 1
    commits) for what follows: each part proves itself, so any replica, even a faulty one, can
    be asked.
+3. MAC mode (auth.py, rule 4): checkpoint proofs stay signed; the commits of a committed
+   certificate carry authenticators, and the lagging replica checks its own entry of each (a
+   commit is multicast, so every replica has one). Its own commit it cannot check that way: it
+   counts only if the replica's own records show that it sent it, so the responder prefers
+   commits of other replicas when it holds enough. The pre-prepare of such a certificate is
+   vouched for by the 2f + 1 commits naming its digest.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from quorumkit.protocol import Context
 from quorumkit.protocols.pbft.crypto import digest
 from quorumkit.protocols.pbft.messages import (
     Checkpoint,
+    Commit,
     CommitCert,
     Fetch,
     StableCheckpoint,
@@ -243,7 +250,7 @@ def on_status(node: PbftNode, ctx: Context, m: Status) -> None:
     if m.last_executed <= known_seq and known_view == (m.view, m.active):
         return
     if not node.verify(m):
-        node.drop("bad_signature")
+        node.reject(m)
         return
     node.seq_evidence[m.sender] = max(known_seq, m.last_executed)
     node.view_evidence[m.sender] = (m.view, m.active)
@@ -253,7 +260,7 @@ def on_status(node: PbftNode, ctx: Context, m: Status) -> None:
 def on_fetch(node: PbftNode, ctx: Context, m: Fetch) -> None:
     """Answer a lagging replica with what it misses (rule 2)."""
     if not node.verify(m):
-        node.drop("bad_signature")
+        node.reject(m)
         return
     seq, state = 0, b""
     proof: tuple[Checkpoint, ...] = ()
@@ -269,12 +276,43 @@ def on_fetch(node: PbftNode, ctx: Context, m: Fetch) -> None:
         slot = node.log.get(s)
         if slot is None or slot.committed is None or len(certs) >= node.L:
             break
-        certs.append(slot.committed)
+        certs.append(_cert_for(node, slot.committed, slot.commits, m.sender))
     if not seq and new_view is None and not certs:
         return
     ctx.send(
         m.sender,
         node.sign(StateTransfer(seq, state, proof, new_view, tuple(certs), node.node_id)),
+    )
+
+
+def _cert_for(node: PbftNode, cert: CommitCert, commits: dict[str, Commit], to: str) -> CommitCert:
+    """MAC mode (rule 3): ``cert`` with commits of replicas other than ``to`` where this
+    replica holds enough of them (``to`` cannot check its own commit's authenticator)."""
+    if not node.mac_mode or all(c.sender != to for c in cert.commits):
+        return cert
+    pp = cert.pre_prepare
+    others = sorted(
+        (
+            c
+            for who, c in commits.items()
+            if who != to and (c.view, c.seq, c.digest) == (pp.view, pp.seq, pp.digest)
+        ),
+        key=lambda c: c.sender,
+    )
+    if len(others) < node.quorum:
+        return cert
+    return CommitCert(pp, tuple(others[: node.quorum]))
+
+
+def _own_commit_known(node: PbftNode, c: Commit) -> bool:
+    """True when this replica's records show that it sent commit ``c`` (rule 3)."""
+    slot = node.log.get(c.seq)
+    if slot is not None and slot.commits.get(node.node_id) == c:
+        return True
+    cert = node.pset.get(c.seq)
+    return cert is not None and (cert.pre_prepare.view, cert.pre_prepare.digest) == (
+        c.view,
+        c.digest,
     )
 
 
@@ -321,14 +359,17 @@ def commit_cert_problem(node: PbftNode, cert: CommitCert) -> str | None:
         return "bad_commit_cert"
     if batch_digest(pp.requests) != pp.digest:
         return "bad_digest"
-    if not node.verify(pp):
+    if not node.mac_mode and not node.verify(pp):  # MAC mode: the commits vouch (rule 3)
         return "bad_signature"
     for r in pp.requests:
         if node.request_problem(r) is not None:
             return "bad_request"
     for c in cert.commits:
-        if not node.verify(c):
-            return "bad_signature"
+        if node.mac_mode and c.sender == node.node_id:
+            if not _own_commit_known(node, c):
+                return "bad-mac"
+        elif not node.verify(c):
+            return "bad-mac" if node.uses_mac(c) else "bad_signature"
     return None
 
 

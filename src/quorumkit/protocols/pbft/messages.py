@@ -1,7 +1,9 @@
 """PBFT's messages (Castro & Liskov 1999, §4; TOCS 2002 §2-§4), named as in the paper.
 
 Every message a replica or client sends carries its ``sender`` (a request: its ``client``) and
-a ``signature`` (crypto.py, rule 2), the last field. Containers that only group signed messages
+a ``signature`` (crypto.py, rule 2), the last field. With ``auth="mac"`` the ``signature`` field
+of PRE-PREPARE, COMMIT, REPLY, STATUS and FETCH holds an authenticator vector instead (auth.py),
+and the pre-prepares inside a NEW-VIEW hold nothing. Containers that only group signed messages
 (:class:`PreparedCert`, :class:`CommitCert`) and records written to storage
 (:class:`SlotRecord`, :class:`StableCheckpoint`) are not signed themselves.
 """

@@ -11,6 +11,9 @@ Rules of this module:
    names one replica twice is dropped and counted in ``dropped``; nothing a peer sends raises.
    Signatures are verified lazily - only when the message can still change something - and each
    verification result is cached by the message's encoding (``verifications`` counts them).
+   With ``auth="mac"`` the normal-case messages carry authenticator vectors instead (auth.py):
+   :meth:`PbftNode.sign` and :meth:`PbftNode.verify` pick the scheme by message type, a failed
+   entry is dropped as ``bad-mac``, and ``macs`` counts MACs computed and checked.
 3. Quorums have ``n - f`` replicas (2f + 1 when n = 3f + 1): prepared needs the pre-prepare and
    ``n - f - 1`` matching prepares from distinct backups, committed-local ``n - f`` matching
    commits, a stable checkpoint and a NEW-VIEW ``n - f`` messages. Clients need f + 1 matching
@@ -44,6 +47,7 @@ from quorumkit.kv import KVStateMachine
 from quorumkit.protocol import ClientRequest, Context, InvariantChecker, Protocol, StoredState
 from quorumkit.protocols.pbft import checkpoint as _ckpt
 from quorumkit.protocols.pbft import viewchange as _vc
+from quorumkit.protocols.pbft.auth import MAC_TYPES, Authenticator
 from quorumkit.protocols.pbft.config import PbftConfig
 from quorumkit.protocols.pbft.crypto import (
     Keyring,
@@ -152,7 +156,9 @@ class PbftNode(Protocol):
         self.member_set = frozenset(self.members)
         self.K = cfg.checkpoint_interval
         self.L = cfg.window
+        self.mac_mode = cfg.auth == "mac"
         self.keyring = self._make_keyring()
+        self.authenticator = Authenticator(self.keyring, self.members) if self.mac_mode else None
         self.needs_flush = False
         # view (§4.4)
         self.view = 0
@@ -204,6 +210,7 @@ class PbftNode(Protocol):
         self.dropped: dict[str, int] = {}
         self.verifications = 0
         self.signatures = 0
+        self.macs = 0  # MAC mode: authenticator entries computed and checked
         self._verified: dict[bytes, bool] = {}
         # history read by the invariant checker
         self.executed: list[Executed] = []
@@ -280,6 +287,15 @@ class PbftNode(Protocol):
         missing = [m for m in self.members if not ring.knows(m)]
         if missing:
             raise ConfigError(f"cluster configuration {cfg.keys} lacks public keys of {missing}")
+        if self.mac_mode:
+            problem = ring.mac_problem(self.members)
+            if problem is not None:
+                raise ConfigError(
+                    f"auth='mac' needs X25519 keys for the pairwise MAC session keys: {problem} "
+                    f"(cluster configuration {cfg.keys}, 'x25519' section, and "
+                    f"<keys_dir>/{self.node_id}.x25519.key); regenerate the keys with "
+                    "'quorumkit keygen --ed25519' or use auth='signatures'"
+                )
         return ring
 
     # ------------------------------------------------------------------ small helpers
@@ -302,10 +318,26 @@ class PbftNode(Protocol):
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
-    def sign(self, msg: M) -> M:
-        """``msg`` signed with this replica's key (replacing any signature it had)."""
-        self.signatures += 1
+    def uses_mac(self, msg: Any) -> bool:
+        """True when ``msg`` carries an authenticator rather than a signature (auth.py)."""
+        return self.mac_mode and type(msg) in MAC_TYPES
+
+    def reject(self, msg: Any) -> None:
+        """Drop ``msg`` for failed authentication (``bad-mac`` or ``bad_signature``)."""
+        self.drop("bad-mac" if self.uses_mac(msg) else "bad_signature")
+
+    def sign(self, msg: M, to: str | None = None) -> M:
+        """``msg`` signed with this replica's key (replacing any signature it had); in MAC
+        mode a normal-case message gets an authenticator for every other replica instead (for
+        ``to`` only, if given)."""
         body = signing_bytes(msg)
+        auth = self.authenticator
+        if auth is not None and type(msg) in MAC_TYPES:
+            vector, count = auth.vector(body, None if to is None else (to,))
+            self.macs += count
+            authed: M = dataclasses.replace(msg, signature=vector)  # type: ignore[type-var]
+            return authed
+        self.signatures += 1
         sig = self.keyring.sign(body)
         out: M = dataclasses.replace(msg, signature=sig)  # type: ignore[type-var]
         if type(msg) is Request:
@@ -320,8 +352,13 @@ class PbftNode(Protocol):
         known = self._verified.get(key)
         if known is not None:
             return known
-        self.verifications += 1
-        ok = self.keyring.verify(msg.sender, body, msg.signature)
+        auth = self.authenticator
+        if auth is not None and type(msg) in MAC_TYPES:
+            self.macs += 1
+            ok = auth.check(msg.sender, body, msg.signature)
+        else:
+            self.verifications += 1
+            ok = self.keyring.verify(msg.sender, body, msg.signature)
         self._remember(key, ok)
         return ok
 
@@ -541,7 +578,7 @@ class PbftNode(Protocol):
         if lane is None or lane.request.timestamp != m.timestamp or m.sender in lane.votes:
             return  # not waiting for it: no need to verify
         if not self.verify(m):
-            self.drop("bad_signature")
+            self.reject(m)
             return
         self.proxy_result(ctx, m.sender, m.client, m.timestamp, m.result)
 
@@ -590,7 +627,8 @@ class PbftNode(Protocol):
         if owner == self.node_id:
             self.proxy_result(ctx, self.node_id, client, ts, result)
         elif owner in self.member_set:
-            ctx.send(owner, self.sign(Reply(self.view, ts, client, result, self.node_id)))
+            reply = Reply(self.view, ts, client, result, self.node_id)
+            ctx.send(owner, self.sign(reply, to=owner))
 
     # ------------------------------------------------------------------ ordering (§4.2)
     def enqueue(self, req: Request) -> None:
@@ -656,7 +694,7 @@ class PbftNode(Protocol):
             self.drop("batch_too_large")
             return
         if not self.verify(m):
-            self.drop("bad_signature")
+            self.reject(m)
             return
         if batch_digest(m.requests) != m.digest:
             self.drop("bad_digest")
@@ -714,10 +752,10 @@ class PbftNode(Protocol):
         if m.view != self.view or not self.in_window(m.seq):
             return
         s = self.slot(m.seq)
-        if s.committed is not None or m.sender in s.commits:
-            return
+        if m.sender in s.commits or (s.committed is not None and not self.mac_mode):
+            return  # MAC mode keeps late commits: certificates for others (checkpoint.py)
         if not self.verify(m):
-            self.drop("bad_signature")
+            self.reject(m)
             return
         s.commits[m.sender] = m
         self.advance(ctx, s)
@@ -920,6 +958,8 @@ class PbftNode(Protocol):
             "dropped": dict(sorted(self.dropped.items())),
             "verifications": self.verifications,
             "signatures": self.signatures,
+            "auth": self.cfg.auth,
+            "macs": self.macs,
         }
 
 
