@@ -8,20 +8,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import lmdb
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from quorumkit.net import wal
 from quorumkit.net.framing import LENGTH, make_frame, read_key
 from quorumkit.net.messages import ClientForward
 from quorumkit.net.transport import Transport
@@ -286,19 +288,42 @@ def test_an_unauthenticated_cluster_works_on_loopback_and_says_it_is_unauthentic
 # ----------------------------------------------------------------------------- LMDB corruption
 
 
-def _flip_log_record(state_dir: Path, index: int) -> None:
-    """Flip one bit of log entry ``index``'s record, in place, with LMDB itself."""
-    env = lmdb.open(str(state_dir), max_dbs=3, subdir=True)
-    try:
-        with env.begin(write=True) as txn:
-            db = env.open_db(b"log", txn=txn, create=False)
-            key = index.to_bytes(8, "big")
-            record = txn.get(key, db=db)
-            assert record is not None, f"no log entry {index} in {state_dir}"
-            flipped = record[:-1] + bytes([record[-1] ^ 0x01])
-            txn.put(key, flipped, db=db)
-    finally:
-        env.close()
+def _flip_log_record(state_dir: Path, index: int) -> Path:
+    """Flip one bit of log entry ``index`` in its write-ahead log record (nodes keep their log
+    in ``state/wal``, storage_lmdb's FORMAT_WAL), in place; the record must not be the last
+    one (a damaged last record is a torn write, repaired). Returns the segment file."""
+    for seg in sorted((state_dir / "wal").glob("*.wal")):
+        data = seg.read_bytes()
+        offset = wal.SEGMENT_HEADER_BYTES
+        while True:
+            magic, length, _, _, _ = struct.unpack_from(">IIQII", data, offset)
+            if magic != wal.BATCH_MAGIC:
+                break
+            start = offset + wal.BATCH_HEADER_BYTES
+            pos = start
+            for kind, first, entries in wal.parse_ops(data[start : start + length]):
+                pos += 9 + (4 if kind == wal.OP_APPEND else 0)
+                for i, entry in enumerate(entries):
+                    pos += 4
+                    if first + i == index:
+                        nxt = start + length + (-length % 8)
+                        assert data[nxt : nxt + 4] == wal.BATCH_MAGIC.to_bytes(4, "big")
+                        with open(seg, "r+b") as f:
+                            f.seek(pos + len(entry) - 1)
+                            f.write(bytes([entry[-1] ^ 0x01]))
+                        return seg
+                    pos += len(entry)
+            offset = start + length + (-length % 8)
+    raise AssertionError(f"no log entry {index} in the WAL of {state_dir}")
+
+
+def _names_entry(message: str, index: int) -> bool:
+    """The message names the damaged record as holding log entry ``index``."""
+    one = re.search(r"\(log entry (\d+)\)", message)
+    many = re.search(r"\(log entries (\d+)-(\d+)\)", message)
+    if one:
+        return int(one.group(1)) == index
+    return bool(many) and int(many.group(1)) <= index <= int(many.group(2))  # type: ignore[union-attr]
 
 
 class Corruption:
@@ -307,6 +332,7 @@ class Corruption:
     acked: dict[str, str]
     start: subprocess.CompletedProcess[str]
     in_use: subprocess.CompletedProcess[str]
+    segment: Path
 
 
 @pytest.fixture(scope="module")
@@ -329,7 +355,7 @@ def corruption(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corruption]
             node_argv(c, leader), capture_output=True, text=True, timeout=60
         )
         c.kill(victim, signal.SIGTERM)
-        _flip_log_record(c.data_dir / victim / "state", 5)
+        out.segment = _flip_log_record(c.data_dir / victim / "state", 5)
         out.start = subprocess.run(node_argv(c, victim), capture_output=True, text=True, timeout=60)
         yield out
 
@@ -339,7 +365,7 @@ def test_a_corrupted_record_stops_the_node_at_start_and_the_cluster_loses_nothin
 ) -> None:
     c, victim = corruption.cluster, corruption.victim
     assert corruption.start.returncode != 0, corruption.start.stderr
-    assert "log entry 5" in corruption.start.stderr
+    assert _names_entry(corruption.start.stderr, 5), corruption.start.stderr
     assert str(c.data_dir / victim / "state") in corruption.start.stderr
     # the two others serve, and every acknowledged write is there
     live = [n for n in c.ids if n != victim]
@@ -389,7 +415,8 @@ def test_a_corrupted_record_is_reported_in_one_line_naming_the_file_and_record(
     c, victim = corruption.cluster, corruption.victim
     line = _one_clear_line(corruption.start)
     assert str(c.data_dir / victim / "state") in line
-    assert "sub-database 'log', log entry 5" in line
+    assert f"WAL file {corruption.segment}, batch record " in line
+    assert _names_entry(line, 5)
     assert "checksum mismatch" in line
 
 

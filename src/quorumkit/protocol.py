@@ -7,14 +7,27 @@ Rules of this module (DESIGN.md, "The protocol contract"):
    only through the :class:`Context` it is handed with each input.
 2. Inputs are method calls by a driver (the simulator or the asyncio runtime):
    :meth:`Protocol.on_start`, :meth:`Protocol.on_recover`, :meth:`Protocol.on_message`,
-   :meth:`Protocol.on_timer`, :meth:`Protocol.on_client`.
+   :meth:`Protocol.on_timer`, :meth:`Protocol.on_client`, :meth:`Protocol.on_persisted`.
 3. Outputs go through the context only: ``send``, ``broadcast``, ``set_timer``,
-   ``cancel_timer``, ``reply``, ``storage`` writes, ``trace``; ``now()`` and ``rng`` are the
-   only sources of time and randomness.
+   ``cancel_timer``, ``reply``, ``storage`` writes, ``trace`` (and rule 4's ``send_early``,
+   ``reply_early``, ``when_durable``); ``now()`` and ``rng`` are the only sources of time and
+   randomness.
 4. **Durability ordering.** Sends and replies made while handling one input are released only
-   after that input's storage writes (those made with ``sync=True``, the default) are durable.
-   A driver may group many inputs into one durable commit (one fsync) before releasing their
-   effects. A protocol may therefore send a vote right after persisting it, in the same handler.
+   after that input's storage writes (those made with ``sync=True``, the default), and those of
+   every input handled before it, are durable. A driver may group many inputs into one durable
+   commit (one fsync) before releasing their effects. A protocol may therefore send a vote right
+   after persisting it, in the same handler.
+
+   **The one exception: early effects.** ``ctx.send_early`` and ``ctx.reply_early`` may be
+   released at once, before those writes are durable. They are only for messages whose safety
+   does not depend on the sender's own durability, e.g. AppendEntries carrying entries the
+   leader is itself persisting (Raft dissertation 10.2.1), or the result of a command that a
+   quorum of *durable* copies committed. A protocol that uses them must learn when its own
+   writes are durable before it counts them anywhere: ``ctx.when_durable(token)`` returns True
+   when every synced write made so far is already durable (drivers whose storage is durable
+   when a write returns, like the simulator's), else False, and the driver then calls
+   :meth:`Protocol.on_persisted` with ``token`` as an input once they are. Early effects may
+   overtake the sender's earlier, normal ones; a driver may also release them late (as normal).
 5. **Determinism.** Same state + same input + same ``rng`` draws give the same outputs. State is
    plain data so that it can be deep-copied, compared and hashed.
 6. Messages are frozen dataclasses declared with :func:`quorumkit.codec.message`. A message that
@@ -136,6 +149,24 @@ class Context(abc.ABC):
     def reply(self, request: ClientRequest, result: Any) -> None:
         """Answer client request ``request`` (released after this input's synced writes)."""
 
+    def send_early(self, dst: str, msg: Any) -> None:
+        """Send ``msg`` to ``dst``, possibly before this input's writes are durable (rule 4's
+        exception: only for a message whose safety does not depend on the sender's own
+        durability). Default: an ordinary :meth:`send`, which is always allowed."""
+        self.send(dst, msg)
+
+    def reply_early(self, request: ClientRequest, result: Any) -> None:
+        """Answer ``request``, possibly before this input's writes are durable (rule 4's
+        exception: only for a result that does not depend on the sender's own durability).
+        Default: an ordinary :meth:`reply`."""
+        self.reply(request, result)
+
+    def when_durable(self, token: Any) -> bool:
+        """True if every synced write made so far is durable already. Otherwise False, and the
+        driver calls :meth:`Protocol.on_persisted` ``(ctx, token)`` once they are (rule 4).
+        Default: True, for drivers whose storage is durable when a write returns."""
+        return True
+
     def trace(self, event: str, **fields: Any) -> None:  # noqa: B027 - optional hook
         """Record a protocol-level event for pictures and debugging. Default: ignore."""
 
@@ -192,6 +223,9 @@ class Protocol(abc.ABC):
     def on_flush(self, ctx: Context) -> None:
         """End of a batch of inputs (rule 7): do the deferred work; clear ``needs_flush``."""
         self.needs_flush = False
+
+    def on_persisted(self, ctx: Context, token: Any) -> None:  # noqa: B027 - optional input
+        """The writes made before ``ctx.when_durable(token)`` returned False are durable now."""
 
     def leader(self) -> str | None:
         """The node this node believes leads (None when unknown or leaderless protocols)."""

@@ -5,12 +5,32 @@ Rules of this module:
 1. One event loop per node. Protocol handlers run on the loop, one at a time, as they arrive.
 2. **Group commit** (DESIGN.md, durability ordering): storage writes and effects (sends,
    replies) of the inputs handled since the last commit are taken together; the writes go to
-   LMDB in one write transaction (one fsync) on a dedicated thread while the loop keeps
-   handling inputs; only then are the effects released. Nothing is sent or acknowledged before
-   the writes it depends on are durable.
-3. Timers are the loop's timers; ``now()`` is the loop's monotonic clock; ``rng`` is a
+   storage in one commit (one fsync: a WAL record, see :mod:`.storage_lmdb`) while the loop
+   keeps handling inputs; only then are the effects released. Nothing is sent or acknowledged
+   before the writes it depends on are durable: an input's effects wait for its own writes and
+   for every write made before it. An input that wrote nothing while nothing was pending
+   depends only on the batch being committed, so its effects leave as soon as that batch is
+   durable, not one commit later.
+3. **Early effects** (protocol.py rule 4's exception): ``send_early`` and ``reply_early`` are
+   released at once. ``when_durable(token)`` is True when nothing is pending or being
+   committed; otherwise the token joins the effects of the input and, when they are released
+   (its writes durable), the protocol gets ``on_persisted(ctx, token)`` as an input.
+4. **Batching** (rule 7): ``on_flush`` runs before each group commit and, while a commit is
+   in flight, at the end of each turn of the loop in which an input asked for it: a leader's
+   AppendEntries leave in parallel with its own fsync instead of waiting for it (measured at
+   C=64, medians of 3: p99 46 ms against 57 ms when on_flush waits for the commit; at most
+   once per commit in between, or once per millisecond, did no better).
+5. **Where the fsync waits.** The leader commits on a worker thread (its loop serves clients
+   meanwhile). A follower, whose loop has nothing to do but wait for that fsync, commits on the
+   loop: no thread hand-off (measured: about 70 us of CPU per commit). A batch that saves a
+   snapshot (large) always goes to the thread.
+6. **Garbage collection.** At start, once the protocol has recovered, every object alive is
+   frozen out of the cyclic collector (``gc.freeze``): modules, classes and the recovered
+   state never die, and a full collection no longer walks them (measured: 40-100 ms pauses
+   became 2-20 ms).
+7. Timers are the loop's timers; ``now()`` is the loop's monotonic clock; ``rng`` is a
    ``random.Random`` seeded from the OS.
-4. Client requests reach the protocol through :meth:`NodeRuntime.execute`; a follower forwards
+8. Client requests reach the protocol through :meth:`NodeRuntime.execute`; a follower forwards
    to the leader over the peer connection; every request ends with a result or an error
    value, never an exception.
 """
@@ -19,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -26,6 +47,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +59,28 @@ from quorumkit.protocol import ClientRequest, Context, Protocol
 from quorumkit.protocols import resolve_protocol
 
 log = logging.getLogger("quorumkit.node")
+
+
+#: what a request's future holds when the request timed out
+_TIMED_OUT: Any = object()
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_result(_TIMED_OUT)
+
+
+_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Rule 6: keep what exists after start-up out of every later full collection (once per
+    process: a node process starts one runtime)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
 
 
 @dataclass
@@ -63,6 +107,14 @@ class NodeConfig:
             )
 
 
+#: kinds of held effects
+_SEND = 0
+_REPLY = 1
+_TOKEN = 2
+
+_Effect = tuple[int, Any, Any]
+
+
 class RuntimeContext(Context):
     """Collects a node's effects until the storage writes they depend on are durable."""
 
@@ -72,15 +124,29 @@ class RuntimeContext(Context):
         self.members = tuple(sorted(runtime.config.peers))
         self.storage = runtime.storage
         self.rng = random.Random(int.from_bytes(os.urandom(8), "big"))
-        self.sends: list[tuple[str, Any]] = []
-        self.replies: list[tuple[ClientRequest, Any]] = []
+        #: effects of the input being handled (the runtime files them when it returns)
+        self.effects: list[_Effect] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
 
     def now(self) -> float:
         return self._rt.loop.time()
 
     def send(self, dst: str, msg: Any) -> None:
-        self.sends.append((dst, msg))
+        self.effects.append((_SEND, dst, msg))
+
+    def send_early(self, dst: str, msg: Any) -> None:
+        self._rt.transport.send(dst, msg)
+        self._rt.metrics.messages_sent.inc()
+
+    def reply_early(self, request: ClientRequest, result: Any) -> None:
+        self._rt.answer(request, result)
+
+    def when_durable(self, token: Any) -> bool:
+        rt = self._rt
+        if not rt.storage.pending_ops and not rt.committing:
+            return True
+        self.effects.append((_TOKEN, token, None))
+        return False
 
     def set_timer(self, name: str, delay_s: float) -> None:
         old = self._timers.pop(name, None)
@@ -94,7 +160,7 @@ class RuntimeContext(Context):
             old.cancel()
 
     def reply(self, request: ClientRequest, result: Any) -> None:
-        self.replies.append((request, result))
+        self.effects.append((_REPLY, request, result))
 
     def trace(self, event: str, **fields: Any) -> None:
         self._rt.metrics.on_trace(event, fields)
@@ -116,7 +182,8 @@ class NodeRuntime:
         self.protocol_cls = resolve_protocol(config.protocol)
         self.metrics = Metrics(config.node_id)
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.storage = LMDBStorage(config.data_dir / "state", fsync=config.fsync)
+        # log entries in the write-ahead log (storage_lmdb's FORMAT_WAL) for new data dirs
+        self.storage = LMDBStorage(config.data_dir / "state", fsync=config.fsync, wal=True)
         self.ctx = RuntimeContext(self)
         self.protocol: Protocol = self.protocol_cls(
             config.node_id,
@@ -128,6 +195,13 @@ class NodeRuntime:
         )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb")
         self._dirty = asyncio.Event()
+        #: held effects: those that wait for the pending (not yet taken) writes, and those
+        #: that wait only for the batch being committed (or for nothing)
+        self._after_pending: list[_Effect] = []
+        self._after_commit: list[_Effect] = []
+        #: a group commit is in flight
+        self.committing = False
+        self._flush_scheduled = False  # rule 4's on_flush at the end of this turn
         self._flusher: asyncio.Task[None] | None = None
         self._next_request = 0
         self._waiting: dict[int, asyncio.Future[Any]] = {}
@@ -160,6 +234,7 @@ class NodeRuntime:
             )
             self._input(lambda: self.protocol.on_recover(self.ctx, stored))
         self._flusher = asyncio.create_task(self._flush_loop(), name="flusher")
+        _freeze_startup_objects()
 
     async def stop(self) -> None:
         """Graceful stop: finish the current batch, close storage."""
@@ -189,8 +264,60 @@ class NodeRuntime:
         if self._stopping:
             return None
         out = fn()
-        self._dirty.set()
+        self._file_effects()
+        if self.committing and self.protocol.needs_flush and not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._extra_flush)
+        if self.storage.pending_ops or self.protocol.needs_flush:
+            self._dirty.set()
         return out
+
+    def _file_effects(self) -> None:
+        """File the effects of the input just handled by what they wait for (rule 2)."""
+        ctx = self.ctx
+        effects = ctx.effects
+        if not effects:
+            return
+        ctx.effects = []
+        if self.storage.pending_ops:
+            self._after_pending.extend(effects)
+        elif self.committing or self._after_commit:
+            self._after_commit.extend(effects)
+        else:  # every write it depends on is durable
+            self._release(effects)
+
+    def _extra_flush(self) -> None:
+        """Rule 4: ``on_flush`` at the end of a turn while a commit is in flight."""
+        self._flush_scheduled = False
+        if self.committing and self.protocol.needs_flush:
+            self._input(self._on_flush)
+            self.transport.flush()
+
+    def _on_flush(self) -> None:
+        self.protocol.on_flush(self.ctx)
+
+    def answer(self, request: ClientRequest, result: Any) -> None:
+        fut = self._waiting.pop(request.request_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def _release(self, effects: list[_Effect]) -> None:
+        """Send, answer and report durable what waited for writes that are durable now."""
+        send = self.transport.send
+        sent = 0
+        tokens = []
+        for kind, a, b in effects:
+            if kind == _SEND:
+                send(a, b)
+                sent += 1
+            elif kind == _REPLY:
+                self.answer(a, b)
+            else:
+                tokens.append(a)
+        if sent:
+            self.metrics.messages_sent.inc(sent)
+        for token in tokens:
+            self._input(partial(self.protocol.on_persisted, self.ctx, token))
 
     def on_timer(self, name: str) -> None:
         self.ctx._timers.pop(name, None)
@@ -233,28 +360,35 @@ class NodeRuntime:
                 self.on_fatal()
 
     async def _flush_forever(self) -> None:
+        storage = self.storage
         while True:
             await self._dirty.wait()
             self._dirty.clear()
             if self.protocol.needs_flush:
-                self.protocol.on_flush(self.ctx)
-            batch = self.storage.take_batch()
-            sends, self.ctx.sends = self.ctx.sends, []
-            replies, self.ctx.replies = self.ctx.replies, []
+                self._input(self._on_flush)
+            batch = storage.take_batch()
+            waiting, self._after_pending = self._after_pending, []
+            # taken but not durable yet: nothing may count as durable from here on
+            self.committing = bool(batch.ops)
+            if self._after_commit:  # made after the previous commit: they wait for nothing
+                ready, self._after_commit = self._after_commit, []
+                self._release(ready)
             if batch.ops:
                 t0 = time.perf_counter()
-                await self.loop.run_in_executor(self._io, self.storage.commit, batch)
+                self.transport.flush()  # early sends leave before the fsync starts
+                if batch.snapshot or self.protocol.leader() == self.config.node_id:
+                    await self.loop.run_in_executor(self._io, storage.commit, batch)
+                else:  # rule 5: a follower waits for its fsync on the loop
+                    storage.commit(batch)
                 self.metrics.fsync_seconds.observe(time.perf_counter() - t0)
                 self.metrics.batch_inputs.observe(batch.ops)
+                # what waited for this batch, then what was made meanwhile (in that order)
+                waiting.extend(self._after_commit)
+                self._after_commit = []
+                self.committing = False
             else:
-                self.storage.commit(batch)  # nothing to write: no transaction
-            for dst, msg in sends:
-                self.transport.send(dst, msg)
-            self.metrics.messages_sent.inc(len(sends))
-            for request, result in replies:
-                fut = self._waiting.pop(request.request_id, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(result)
+                storage.commit(batch)  # nothing to write: no transaction
+            self._release(waiting)
 
     # ------------------------------------------------------------------ clients
     async def execute(self, command: Any, *, forward: bool = True) -> Any:
@@ -287,15 +421,24 @@ class NodeRuntime:
         self._waiting[rid] = fut
         self.metrics.proposals.inc()
         self._input(lambda: self.protocol.on_client(self.ctx, ClientRequest(rid, command)))
-        try:
-            return await asyncio.wait_for(fut, self.config.request_timeout_s)
-        except TimeoutError:
+        result = await self._result(fut)
+        if result is _TIMED_OUT:
             self._waiting.pop(rid, None)
             return {
                 "error": "timeout",
                 "indeterminate": True,
                 "detail": f"no result within {self.config.request_timeout_s:g} s",
             }
+        return result
+
+    async def _result(self, fut: asyncio.Future[Any]) -> Any:
+        """``fut``'s result, or :data:`_TIMED_OUT` after the request timeout (one timer
+        handle: cheaper per request than ``asyncio.wait_for``)."""
+        timer = self.loop.call_later(self.config.request_timeout_s, _expire, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
 
     async def _forward(self, leader: str, command: Any) -> Any:
         self._next_request += 1
@@ -307,9 +450,8 @@ class NodeRuntime:
         except ConfigError as exc:  # the command cannot go on the wire
             self._forwarded.pop(rid, None)
             return {"error": "bad_command", "detail": str(exc)}
-        try:
-            return await asyncio.wait_for(fut, self.config.request_timeout_s)
-        except TimeoutError:
+        result = await self._result(fut)
+        if result is _TIMED_OUT:
             self._forwarded.pop(rid, None)
             return {
                 "error": "timeout",
@@ -317,6 +459,7 @@ class NodeRuntime:
                 "leader": leader,
                 "detail": f"leader {leader} did not answer a forwarded request",
             }
+        return result
 
     async def _serve_forward(self, src: str, msg: ClientForward) -> None:
         result = await self.execute(msg.command, forward=False)

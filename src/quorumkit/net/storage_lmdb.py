@@ -32,8 +32,25 @@ If a commit fails (disk error, failed fsync, ...) the storage refuses every furt
 not safe. Restart the node; it recovers from what was durable.
 
 On-disk layout: one LMDB environment (``data.mdb``, ``lock.mdb``) in the directory, plus
-``quorumkit.lock`` (an exclusive ``flock`` so that two nodes never share a data dir). Named
-sub-databases:
+``quorumkit.lock`` (an exclusive ``flock`` so that two nodes never share a data dir), and, in
+the WAL layout, ``wal/``. Two layouts, recorded in ``meta/format`` (a data dir keeps the layout
+it was created with):
+
+* :data:`FORMAT_VERSION` (1, the default): everything in LMDB, as below;
+* :data:`FORMAT_WAL` (2, ``wal=True``, what the runtime uses): hard state and snapshots in
+  LMDB, log entries in the write-ahead log of :mod:`quorumkit.net.wal`: one record and one
+  ``fdatasync`` per commit into a preallocated file instead of an LMDB transaction's two
+  flushes of copy-on-write pages (0.08-0.09 ms against 0.19-0.24 ms per commit on a quiet
+  disk here, 4 ms against 8 ms when other work saturates it; the module docstring of
+  :mod:`quorumkit.net.wal` has the details). A commit writes LMDB first (hard state, the new
+  snapshot), then the WAL record, so hard state is never behind the log and a snapshot counts
+  only once the WAL record that moves the log start past it is durable: ``meta`` keeps two
+  snapshot slots, ``snapshot_0`` and ``snapshot_1``, each ``upto (8) | WAL batch seq (8) |
+  snapshot``; the newest slot whose WAL batch is durable is the snapshot. A torn WAL tail (the
+  last, unacknowledged write of a crash) is repaired at open and logged; other WAL damage
+  raises :class:`CorruptStorage` naming the WAL file and the batch record.
+
+Layout 1 in detail. Named sub-databases:
 
 * ``hard``: UTF-8 key -> value (``current_term``, ``voted_for``, ...);
 * ``log``: 8-byte big-endian index -> entry;
@@ -67,6 +84,16 @@ import lmdb  # type: ignore[import-untyped,unused-ignore]  # recent lmdb ships s
 
 from quorumkit import codec
 from quorumkit.errors import ConfigError, DecodeError, QuorumkitError
+from quorumkit.net.wal import (
+    DEFAULT_SEGMENT_BYTES,
+    MIN_SEGMENT_BYTES,
+    OP_APPEND,
+    OP_MARK,
+    OP_TRUNCATE,
+    WalCorrupt,
+    WalOp,
+    WriteAheadLog,
+)
 from quorumkit.protocol import Storage, StoredState
 
 if sys.platform != "win32":
@@ -77,6 +104,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FORMAT_VERSION",
+    "FORMAT_WAL",
     "Batch",
     "CorruptStorage",
     "LMDBStorage",
@@ -89,6 +117,10 @@ log = logging.getLogger(__name__)
 
 #: Version of the on-disk layout, stored in ``meta/format``. Bump it on any incompatible change.
 FORMAT_VERSION: Final = 1
+#: The layout with log entries in a write-ahead log (``wal=True``).
+FORMAT_WAL: Final = 2
+_FORMATS: Final = frozenset({FORMAT_VERSION, FORMAT_WAL})
+WAL_DIR: Final = "wal"
 #: Format byte that starts every record.
 RECORD_FORMAT: Final = 1
 
@@ -105,6 +137,9 @@ _M_LOG_START: Final = b"log_start"
 _M_LOG_NEXT: Final = b"log_next"
 _M_SNAPSHOT: Final = b"snapshot"
 _META_KEYS: Final = frozenset({_M_FORMAT, _M_LOG_START, _M_LOG_NEXT, _M_SNAPSHOT})
+_M_SLOTS: Final = (b"snapshot_0", b"snapshot_1")
+_META_KEYS_WAL: Final = frozenset({_M_FORMAT, *_M_SLOTS})
+_SLOT_HEAD: Final = struct.Struct(">QQ")  # upto, WAL batch seq
 
 _HEADER: Final = struct.Struct(">BI")  # format byte, CRC-32
 _INDEX: Final = struct.Struct(">Q")
@@ -243,6 +278,8 @@ class Batch:
     needs_sync: bool
     hard: dict[bytes, bytes] = field(repr=False)
     log_ops: tuple[_LogOp, ...] = field(repr=False)
+    #: the batch saves a snapshot (a large write)
+    snapshot: bool = False
 
     def __len__(self) -> int:
         return self.ops
@@ -297,7 +334,10 @@ class LMDBStorage(Storage):
 
     ``fsync=True`` (the default) makes each commit durable before it returns (one fsync per
     commit). ``map_size`` is the initial size of LMDB's memory map (address space, not disk
-    space); it is doubled automatically when a commit fills it.
+    space); it is doubled automatically when a commit fills it. ``wal=True`` creates a new data
+    dir in the WAL layout (:data:`FORMAT_WAL`, log entries in ``wal/`` segment files of
+    ``wal_segment_bytes``); an existing data dir keeps its layout whatever ``wal`` says
+    (``self.wal`` tells which one is in use).
 
     .. warning:: ``fsync=False`` is UNSAFE. It opens LMDB with ``sync=False, metasync=False``:
        a commit returns before the data reaches the disk, so an OS crash or power loss can lose
@@ -307,13 +347,34 @@ class LMDBStorage(Storage):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, fsync: bool = True, map_size: int = 1 << 30
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = True,
+        map_size: int = 1 << 30,
+        wal: bool = False,
+        wal_segment_bytes: int = DEFAULT_SEGMENT_BYTES,
     ) -> None:
         if not isinstance(map_size, int) or isinstance(map_size, bool) or map_size <= 0:
             raise ConfigError(f"map_size must be a positive int, got {map_size!r}")
+        if (
+            not isinstance(wal_segment_bytes, int)
+            or wal_segment_bytes < MIN_SEGMENT_BYTES
+            or wal_segment_bytes % 8
+        ):
+            raise ConfigError(
+                f"wal_segment_bytes must be a multiple of 8, at least {MIN_SEGMENT_BYTES}, "
+                f"got {wal_segment_bytes!r}"
+            )
         self.path = Path(path)
         self.fsync = bool(fsync)
         self._map_size = map_size
+        #: True when log entries live in the write-ahead log (layout :data:`FORMAT_WAL`)
+        self.wal = bool(wal)
+        self._wal_segment_bytes = wal_segment_bytes
+        self._wal: WriteAheadLog | None = None
+        self._slot_seq = [0, 0]  # WAL batch seq of each snapshot slot (0: empty)
+        self._slot_live = -1  # the slot holding the snapshot in effect (-1: none)
         self._lock_handle: io.FileIO | None = None
         self._env_or_none: lmdb.Environment | None = None
         self._dbs: dict[bytes, lmdb._Database] = {}
@@ -366,7 +427,7 @@ class LMDBStorage(Storage):
         self._lock_handle = _lock_dir(path)
         existed = (path / "data.mdb").exists()
         if not existed:
-            stray = sorted(set(os.listdir(path)) - _LMDB_FILES - {LOCK_FILE})
+            stray = sorted(set(os.listdir(path)) - _LMDB_FILES - {LOCK_FILE, WAL_DIR})
             if stray:
                 shown = ", ".join(stray[:5]) + (", ..." if len(stray) > 5 else "")
                 raise CorruptStorage(
@@ -374,6 +435,14 @@ class LMDBStorage(Storage):
                     f"the directory is not an LMDB environment (no data.mdb) but holds other "
                     f"files ({shown}); refusing to create storage among them",
                     hint=_NOT_OURS_HINT,
+                )
+            wal_dir = path / WAL_DIR
+            if wal_dir.is_dir() and any(wal_dir.iterdir()):
+                # never start over with a log but no hard state: the node forgot its votes
+                raise CorruptStorage(
+                    path,
+                    "data.mdb (hard state, snapshots) is missing but wal/ still holds the log",
+                    record="data.mdb",
                 )
         try:
             self._env_or_none = lmdb.open(
@@ -427,12 +496,15 @@ class LMDBStorage(Storage):
                 for name in _DB_NAMES:
                     self._dbs[name] = env.open_db(name, txn=txn, create=True)
                 meta = self._dbs[_META]
-                for key, value in (
-                    (_M_FORMAT, FORMAT_VERSION),
-                    (_M_LOG_START, 1),
-                    (_M_LOG_NEXT, 1),
-                ):
+                initial: tuple[tuple[bytes, int], ...] = (
+                    ((_M_FORMAT, FORMAT_WAL),)
+                    if self.wal
+                    else ((_M_FORMAT, FORMAT_VERSION), (_M_LOG_START, 1), (_M_LOG_NEXT, 1))
+                )
+                for key, value in initial:
                     txn.put(key, _seal(_META, key, codec.encode(value)), db=meta)
+            if self.wal:
+                self._open_wal()
             return
         if names != sorted(_DB_NAMES):
             shown = ", ".join(repr(n) for n in names[:5])
@@ -444,6 +516,11 @@ class LMDBStorage(Storage):
         with env.begin(write=True) as txn:
             for name in _DB_NAMES:
                 self._dbs[name] = env.open_db(name, txn=txn, create=False)
+        with env.begin() as txn:
+            self.wal = self._read_format(txn) == FORMAT_WAL
+        if self.wal:
+            self._open_wal()
+            return
         with env.begin() as txn:
             start, nxt = self._read_bounds(txn)
             cur = txn.cursor(db=self._dbs[_LOG])
@@ -474,27 +551,33 @@ class LMDBStorage(Storage):
             return None
         return self._decode(_META, key, record, f"meta record {key.decode()!r}")
 
-    def _read_bounds(self, txn: _Txn) -> tuple[int, int]:
-        """Check the format version and read ``log_start`` and ``log_next`` from meta."""
-        for key in txn.cursor(db=self._dbs[_META]).iternext(values=False):
-            if bytes(key) not in _META_KEYS:
-                raise CorruptStorage(
-                    self.path, "unknown meta record", db="meta", record=f"key {bytes(key)!r}"
-                )
+    def _read_format(self, txn: _Txn) -> int:
+        """Check the format version and that meta holds only the records of that layout."""
         version = self._meta(txn, _M_FORMAT)
         if version is None:
             raise CorruptStorage(
                 self.path, "missing (no format version)", db="meta", record="meta record 'format'"
             )
-        if version != FORMAT_VERSION:
+        if version not in _FORMATS:
             raise CorruptStorage(
                 self.path,
                 f"the data dir holds storage format version {version!r}; this quorumkit reads "
-                f"version {FORMAT_VERSION}",
+                f"versions {FORMAT_VERSION} and {FORMAT_WAL}",
                 db="meta",
                 record="meta record 'format'",
                 hint=_VERSION_HINT,
             )
+        known = _META_KEYS_WAL if version == FORMAT_WAL else _META_KEYS
+        for key in txn.cursor(db=self._dbs[_META]).iternext(values=False):
+            if bytes(key) not in known:
+                raise CorruptStorage(
+                    self.path, "unknown meta record", db="meta", record=f"key {bytes(key)!r}"
+                )
+        return int(version)
+
+    def _read_bounds(self, txn: _Txn) -> tuple[int, int]:
+        """Check the format version and read ``log_start`` and ``log_next`` from meta."""
+        self._read_format(txn)
         bounds = []
         for key in (_M_LOG_START, _M_LOG_NEXT):
             value = self._meta(txn, key)
@@ -545,6 +628,8 @@ class LMDBStorage(Storage):
         :class:`CorruptStorage` on any damage.
         """
         self._check_open()
+        if self.wal:
+            return self._load_wal()
         with self._env_lock:
             try:
                 with self._env.begin() as txn:
@@ -567,16 +652,7 @@ class LMDBStorage(Storage):
                 db="meta",
                 record="snapshot",
             )
-        hard: dict[str, Any] = {}
-        for key, record in txn.cursor(db=self._dbs[_HARD]):
-            key = bytes(key)
-            try:
-                name = key.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CorruptStorage(
-                    self.path, "key is not UTF-8", db="hard", record=f"hard state key {key!r:.60}"
-                ) from None
-            hard[name] = self._decode(_HARD, key, bytes(record), f"hard state {name!r}")
+        hard = self._load_hard(txn)
         entries: list[Any] = []
         expect = start
         for key, record in txn.cursor(db=self._dbs[_LOG]):
@@ -600,6 +676,165 @@ class LMDBStorage(Storage):
         if expect != nxt:
             self._corrupt_end(expect, nxt)
         return StoredState(hard=hard, log_start=start, log=entries, snapshot=snapshot)
+
+    def _load_hard(self, txn: _Txn) -> dict[str, Any]:
+        hard: dict[str, Any] = {}
+        for key, record in txn.cursor(db=self._dbs[_HARD]):
+            key = bytes(key)
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptStorage(
+                    self.path, "key is not UTF-8", db="hard", record=f"hard state key {key!r:.60}"
+                ) from None
+            hard[name] = self._decode(_HARD, key, bytes(record), f"hard state {name!r}")
+        return hard
+
+    # -- the WAL layout ----------------------------------------------------------------------
+    def _wal_corrupt(self, exc: WalCorrupt) -> CorruptStorage:
+        record = f"WAL file {exc.file}" + (f", {exc.record}" if exc.record else "")
+        return CorruptStorage(self.path, exc.detail, record=record)
+
+    def _open_wal(self) -> None:
+        """Open (verify, repair a torn tail of) the WAL and settle the snapshot slots."""
+        if not (self.path / WAL_DIR).exists():
+            with self._env.begin() as txn:
+                used = txn.cursor(db=self._dbs[_HARD]).first() or any(
+                    txn.get(key, db=self._dbs[_META]) is not None for key in _M_SLOTS
+                )
+            if used:  # not a creation interrupted before wal/ existed: the log was removed
+                raise CorruptStorage(
+                    self.path,
+                    "missing: this data dir keeps its log in wal/, and wal/ is gone",
+                    record=f"WAL directory {self.path / WAL_DIR}",
+                )
+        wal = WriteAheadLog(
+            self.path / WAL_DIR, fsync=self.fsync, segment_bytes=self._wal_segment_bytes
+        )
+        self._wal = wal
+        try:
+            image = wal.open()
+        except WalCorrupt as exc:
+            raise self._wal_corrupt(exc) from None
+        except OSError as exc:
+            raise StorageError(f"cannot open the WAL in {self.path / WAL_DIR}: {exc}") from None
+        with self._env.begin() as txn:
+            if txn.cursor(db=self._dbs[_LOG]).first():
+                raise CorruptStorage(
+                    self.path,
+                    "log entries in LMDB in a data dir whose log is in the WAL",
+                    db="log",
+                    record="log entry",
+                )
+            slots = [self._read_slot(txn, i) for i in range(len(_M_SLOTS))]
+        orphans = [i for i, slot in enumerate(slots) if slot and slot[1] > image.last_seq]
+        if orphans:
+            # LMDB committed, the WAL record of that commit did not: never acknowledged
+            with self._env.begin(write=True) as txn:
+                for i in orphans:
+                    txn.delete(_M_SLOTS[i], db=self._dbs[_META])
+            for i in orphans:
+                log.warning(
+                    "%s: discarding the snapshot in meta record %r: the WAL record of its "
+                    "commit (batch %d) was not durable when the node stopped (never "
+                    "acknowledged)",
+                    self.path,
+                    _M_SLOTS[i].decode(),
+                    slots[i][1],  # type: ignore[index]
+                )
+                slots[i] = None
+        self._slot_seq = [slot[1] if slot else 0 for slot in slots]
+        self._slot_live = self._live_slot(slots, image.start)
+        self._v_start = self._d_start = image.start
+        self._v_next = self._d_next = image.next
+
+    def _read_slot(self, txn: _Txn, i: int) -> tuple[int, int, bytes] | None:
+        """Snapshot slot ``i``: (upto, WAL batch seq, encoded snapshot) or None."""
+        key = _M_SLOTS[i]
+        record = txn.get(key, db=self._dbs[_META])
+        if record is None:
+            return None
+        try:
+            payload = _payload(_META, key, bytes(record))
+            if len(payload) < _SLOT_HEAD.size:
+                raise ValueError("shorter than its header")
+        except ValueError as exc:
+            raise CorruptStorage(
+                self.path, str(exc), db="meta", record=f"meta record {key.decode()!r}"
+            ) from None
+        upto, seq = _SLOT_HEAD.unpack_from(payload)
+        return upto, seq, payload[_SLOT_HEAD.size :]
+
+    def _live_slot(self, slots: Sequence[tuple[int, int, bytes] | None], start: int) -> int:
+        """The slot whose snapshot is in effect: the newest; it must end right before the
+        log start (a log that starts after 1 needs one)."""
+        live = -1
+        for i, slot in enumerate(slots):
+            if slot is not None and (live < 0 or slot[1] > slots[live][1]):  # type: ignore[index]
+                live = i
+        if live < 0:
+            if start > 1:
+                raise CorruptStorage(
+                    self.path,
+                    f"missing: the log starts at {start} but no snapshot covers the entries "
+                    "before it",
+                    db="meta",
+                    record="snapshot",
+                )
+            return -1
+        upto = slots[live][0]  # type: ignore[index]
+        if upto + 1 != start:
+            raise CorruptStorage(
+                self.path,
+                f"the snapshot ends at {upto} but the log starts at {start}",
+                db="meta",
+                record=f"meta record {_M_SLOTS[live].decode()!r}",
+            )
+        return live
+
+    def _load_wal(self) -> StoredState:
+        wal = self._wal
+        assert wal is not None
+        with self._commit_lock:
+            try:
+                image = wal.scan()
+            except WalCorrupt as exc:
+                raise self._wal_corrupt(exc) from None
+            with self._env_lock:
+                try:
+                    with self._env.begin() as txn:
+                        self._read_format(txn)
+                        hard = self._load_hard(txn)
+                        slots = [self._read_slot(txn, i) for i in range(len(_M_SLOTS))]
+                except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
+                    raise CorruptStorage(self.path, f"LMDB reports damage ({exc})") from None
+                except lmdb.Error as exc:
+                    raise StorageError(f"cannot read storage in {self.path}: {exc}") from None
+        durable = [s if s is not None and s[1] <= image.last_seq else None for s in slots]
+        live = self._live_slot(durable, image.start)
+        snapshot = None
+        if live >= 0:
+            body = durable[live][2]  # type: ignore[index]
+            try:
+                snapshot = codec.decode(body)
+            except DecodeError as exc:
+                raise CorruptStorage(
+                    self.path,
+                    str(exc),
+                    db="meta",
+                    record=f"meta record {_M_SLOTS[live].decode()!r}",
+                ) from None
+        entries = []
+        for offset, payload in enumerate(image.entries):
+            try:
+                entries.append(codec.decode(payload))
+            except DecodeError as exc:
+                raise CorruptStorage(
+                    self.path,
+                    f"does not decode ({exc})",
+                    record=f"WAL, log entry {image.start + offset}",
+                ) from None
+        return StoredState(hard=hard, log_start=image.start, log=entries, snapshot=snapshot)
 
     # -- Storage: record operations in the pending batch -------------------------------------
     def _record(self, sync: bool) -> None:
@@ -691,6 +926,7 @@ class LMDBStorage(Storage):
             needs_sync=self._pending_sync,
             hard=self._pending_hard,
             log_ops=tuple(self._pending_log),
+            snapshot=any(type(op) is _Snapshot for op in self._pending_log),
         )
         self._pending_hard = {}
         self._pending_log = []
@@ -757,6 +993,8 @@ class LMDBStorage(Storage):
         log.info("LMDBStorage(%s): map size grown to %d bytes", self.path, self._map_size)
 
     def _write_once(self, batch: Batch) -> tuple[int, int, int, float]:
+        if self.wal:
+            return self._write_wal(batch)
         start, nxt = self._d_start, self._d_next
         hard_db, log_db, meta_db = self._dbs[_HARD], self._dbs[_LOG], self._dbs[_META]
         written = 0
@@ -820,6 +1058,67 @@ class LMDBStorage(Storage):
             raise
         return start, nxt, written, fsync_s
 
+    def _write_wal(self, batch: Batch) -> tuple[int, int, int, float]:
+        """The WAL layout: LMDB (hard state, a new snapshot) first, then one WAL record."""
+        wal = self._wal
+        assert wal is not None
+        start, nxt = self._d_start, self._d_next
+        ops: list[WalOp] = []
+        snap: tuple[int, bytes] | None = None
+        for op in batch.log_ops:
+            if isinstance(op, _Append):
+                if not start <= op.index <= nxt:  # validated at call time: a bug if seen
+                    raise StorageFailed(f"internal: append at {op.index} outside [{start}, {nxt}]")
+                ops.append((OP_APPEND, op.index, op.payloads))
+                nxt = op.index + len(op.payloads)
+            elif isinstance(op, _Truncate):
+                cut = max(op.index, start)
+                if cut < nxt:
+                    ops.append((OP_TRUNCATE, cut, ()))
+                    nxt = cut
+            else:
+                new_start = op.upto + 1
+                if new_start < start:
+                    continue
+                ops.append((OP_MARK, op.upto, ()))
+                snap = (op.upto, op.payload)
+                if new_start > start:
+                    start = new_start
+                    nxt = max(nxt, start)
+        written = 0
+        fsync_s = 0.0
+        slot = -1
+        if batch.hard or snap is not None:
+            seq = wal.next_seq
+            txn = self._env.begin(write=True)
+            try:
+                for key, payload in batch.hard.items():
+                    record = _seal(_HARD, key, payload)
+                    txn.put(key, record, db=self._dbs[_HARD])
+                    written += len(key) + len(record)
+                if snap is not None:
+                    slot = 1 - self._slot_live if self._slot_live >= 0 else 0
+                    key = _M_SLOTS[slot]
+                    record = _seal(_META, key, _SLOT_HEAD.pack(snap[0], seq) + snap[1])
+                    txn.put(key, record, db=self._dbs[_META])
+                    written += len(key) + len(record)
+                began = time.perf_counter()
+                txn.commit()
+                fsync_s += time.perf_counter() - began
+            except BaseException:
+                txn.abort()
+                raise
+        if ops:
+            began = time.perf_counter()
+            written += wal.append(ops)
+            fsync_s += time.perf_counter() - began
+        if slot >= 0:
+            self._slot_seq[slot] = wal.next_seq - 1
+            self._slot_live = slot
+        if start > self._d_start:
+            wal.drop_below(start)
+        return start, nxt, written, fsync_s
+
     def _delete_from(self, txn: _Txn, first: int) -> None:
         """Delete every log key >= ``first``."""
         cursor = txn.cursor(db=self._dbs[_LOG])
@@ -866,6 +1165,9 @@ class LMDBStorage(Storage):
             self._release()
 
     def _release(self) -> None:
+        wal, self._wal = self._wal, None
+        if wal is not None:
+            wal.close()
         env, self._env_or_none = self._env_or_none, None
         self._dbs = {}
         if env is not None:

@@ -4,13 +4,21 @@ bounded send queues, validated and authenticated incoming frames.
 Rules of this module:
 
 1. ``send`` never blocks and never raises for network trouble: a frame for a peer whose queue
-   is full is dropped and counted (consensus protocols retransmit).
+   is full (too many frames waiting for a connection, or too many bytes the socket has not
+   taken yet) is dropped and counted (consensus protocols retransmit).
 2. Every incoming frame is checked (length limit, MAC, decoding, sender) before it reaches the
    node; a bad frame closes that connection and bumps ``dropped[reason]``. The node keeps
    serving.
 3. Without a cluster key, only peers on loopback addresses are accepted.
 4. Fault injection (for tests, as etcd's failpoints): frames to or from named peers can be
    dropped or delayed.
+5. Frames sent during one turn of the event loop leave together: one write per peer at the
+   end of the turn, straight into the connection (no task switch per frame).
+6. A message sent to several peers in a row is encoded once, when it is the same message:
+   the same protocol message type and, field by field, the same objects, equal scalars of the
+   same type, or tuples of the same objects (never mere ``==``: ``1 == True`` but they encode
+   differently). Messages are immutable once sent (protocol.py rule 6: frozen dataclasses
+   of immutable values), so the same objects encode the same.
 """
 
 from __future__ import annotations
@@ -21,26 +29,61 @@ import ipaddress
 import logging
 import random
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+from quorumkit.codec import encode, is_message
 from quorumkit.net.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     LENGTH,
     FrameError,
     check_length,
-    make_frame,
+    frame_encoded,
     parse_frame,
 )
 
 log = logging.getLogger("quorumkit.transport")
 
 
+#: bytes a connection may hold unsent before frames to that peer are dropped
+MAX_UNSENT_BYTES = 32 * 1024 * 1024
+
+
+_SCALARS: Final = frozenset({int, str, bytes, bool, type(None)})
+
+
+def _same_message(a: Any, b: Any) -> bool:
+    """Rule 6: do ``a`` and ``b`` certainly encode to the same bytes?"""
+    if a is b:
+        return True
+    cls = type(a)
+    if cls is not type(b) or not is_message(a):
+        return False
+    names = getattr(cls, "__slots__", None)
+    if not isinstance(names, tuple):
+        return False
+    for name in names:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is y:
+            continue
+        kind = type(x)
+        if kind is not type(y):
+            return False
+        if kind is tuple:
+            if len(x) != len(y) or any(p is not q for p, q in zip(x, y, strict=True)):
+                return False
+        elif kind not in _SCALARS or x != y:
+            return False
+    return True
+
+
 class _Peer:
-    def __init__(self, node_id: str, host: str, port: int, limit: int) -> None:
+    def __init__(self, node_id: str, host: str, port: int) -> None:
         self.node_id = node_id
         self.host = host
         self.port = port
-        self.queue: asyncio.Queue[bytes] = asyncio.Queue(limit)
+        #: frames waiting for the end of the turn, or for a connection
+        self.out: list[bytes] = []
+        self.writer: asyncio.StreamWriter | None = None
         self.connected = False
         self.task: asyncio.Task[None] | None = None
 
@@ -62,9 +105,13 @@ class Transport:
         self.on_message = on_message
         self.key = key
         self.max_frame_bytes = max_frame_bytes
-        self.peers = {
-            p: _Peer(p, h, port, queue_limit) for p, (h, port) in peers.items() if p != node_id
-        }
+        self.queue_limit = queue_limit
+        self.peers = {p: _Peer(p, h, port) for p, (h, port) in peers.items() if p != node_id}
+        self._flush_scheduled = False
+        # the last message encoded: a protocol often sends the same message to several peers
+        # (AppendEntries holding the same entries), encoded once (rule 6)
+        self._last_message: Any = None
+        self._last_encoded = b""
         self.dropped: dict[str, int] = {}
         self.sent_frames = 0
         self.received_frames = 0
@@ -90,6 +137,8 @@ class Transport:
         for w in list(self._conns):
             w.close()
         for peer in self.peers.values():
+            peer.out.clear()
+        for peer in self.peers.values():
             if peer.task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await peer.task
@@ -97,8 +146,8 @@ class Transport:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
-    def count(self, reason: str) -> None:
-        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+    def count(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
 
     # ------------------------------------------------------------------ sending
     def send(self, dst: str, message: Any) -> None:
@@ -109,7 +158,10 @@ class Transport:
         if dst in self.drop_peers:
             self.count("fault_injected")
             return
-        frame = make_frame(self.node_id, dst, message, self.key)
+        if not _same_message(message, self._last_message):
+            self._last_encoded = encode(message)
+            self._last_message = message
+        frame = frame_encoded(self.node_id, dst, self._last_encoded, self.key)
         delay = self.delay_s.get(dst)
         if delay:
             asyncio.get_running_loop().call_later(delay, self._enqueue, peer, frame)
@@ -117,16 +169,50 @@ class Transport:
         self._enqueue(peer, frame)
 
     def _enqueue(self, peer: _Peer, frame: bytes) -> None:
-        try:
-            peer.queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        if len(peer.out) >= self.queue_limit:
             self.count("send_queue_full")
+            return
+        peer.out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self.flush()
+
+    def flush(self) -> None:
+        """Write what each connected peer has waiting, one write per peer: at the end of the
+        turn, or now (a caller that knows a burst of sends is over)."""
+        for peer in self.peers.values():
+            if peer.out and peer.writer is not None:
+                self._write(peer, peer.writer)
+
+    def _write(self, peer: _Peer, writer: asyncio.StreamWriter) -> None:
+        frames, peer.out = peer.out, []
+        transport = writer.transport
+        if transport.is_closing():  # lost: the sender task reconnects; these frames are gone
+            self.count("connection_lost", len(frames))
+            return
+        if transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            self.count("send_queue_full", len(frames))
+            return
+        try:
+            writer.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        except Exception as exc:  # RuntimeError from uvloop on a transport the peer reset
+            log.debug("write to %s failed: %s", peer.node_id, exc)
+            self.count("connection_lost", len(frames))
+            transport.abort()
+            return
+        self.sent_frames += len(frames)
 
     async def _sender(self, peer: _Peer) -> None:
+        """Keep one connection to ``peer`` open: connect, hand it to ``_flush``, wait for it to
+        break, reconnect with backoff."""
         backoff = 0.02
         while not self._closing:
             try:
-                _, writer = await asyncio.wait_for(
+                reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(peer.host, peer.port), timeout=2.0
                 )
             except (TimeoutError, OSError):
@@ -136,15 +222,12 @@ class Transport:
                 continue
             backoff = 0.02
             peer.connected = True
+            peer.writer = writer
             try:
-                while True:
-                    frame = await peer.queue.get()
-                    chunks = [frame]
-                    while not peer.queue.empty() and len(chunks) < 512:
-                        chunks.append(peer.queue.get_nowait())
-                    writer.write(b"".join(chunks))
-                    await writer.drain()
-                    self.sent_frames += len(chunks)
+                if peer.out:
+                    self._write(peer, writer)
+                while await reader.read(65536):  # peers never write here: ends at EOF
+                    pass
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -152,6 +235,7 @@ class Transport:
                 log.debug("connection to %s lost: %s", peer.node_id, exc)
             finally:
                 peer.connected = False
+                peer.writer = None
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
@@ -211,7 +295,7 @@ class Transport:
             p.node_id: {
                 "address": f"{p.host}:{p.port}",
                 "connected": p.connected,
-                "queued": p.queue.qsize(),
+                "queued": len(p.out),
             }
             for p in self.peers.values()
         }

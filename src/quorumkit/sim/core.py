@@ -87,6 +87,12 @@ class SimContext(Context):
     def reply(self, request: ClientRequest, result: Any) -> None:
         self._sim._on_reply(self.node_id, request, result)
 
+    # Rule 4's early effects. A synced MemoryStorage write is durable when it returns, so an
+    # early effect is an ordinary one and ``when_durable`` keeps its default (True). Unsynced
+    # writes (``sync=False``) stay what a crash with ``lose_unsynced`` may lose.
+    send_early = send
+    reply_early = reply
+
     def trace(self, event: str, **fields: Any) -> None:
         sim = self._sim
         if event == "role" and fields.get("role") == "leader":

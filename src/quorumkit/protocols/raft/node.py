@@ -7,7 +7,13 @@ Rules of this module:
    it reads no clock but ``ctx.now()`` and draws no randomness but ``ctx.rng``.
 2. Persistent state (Figure 2: currentTerm, votedFor, log[]) is written to ``ctx.storage``
    before any message or reply that depends on it is produced in the same handler; the driver
-   releases effects only after those writes are durable (protocol contract, rule 4).
+   releases effects only after those writes are durable (protocol contract, rule 4). The one
+   exception (dissertation 10.2.1, rule 4's early effects): a leader sends AppendEntries, and
+   answers clients of committed commands, without waiting for its own log writes; it counts
+   itself towards a commit quorum only for entries its storage reported durable
+   (``durable_index``, from ``ctx.when_durable``/``on_persisted``). Its term is durable
+   before its first early send: early sends start after the first durability report of its
+   leadership, which covers the vote it gave itself.
 3. Handlers are named ``on_<message>``; role changes are ``become_<role>``. Every handler
    first applies the term rules of Figure 2 ("If RPC request or response contains term T >
    currentTerm: set currentTerm = T, convert to follower").
@@ -124,6 +130,9 @@ class RaftNode(Protocol):
         self.configs: list[tuple[int, Membership]] = []
         # volatile state on leaders
         self.progress: dict[str, Progress] = {}
+        #: highest index of this leader's log known durable in its own storage (10.2.1)
+        self.durable_index = 0
+        self.durable_asked = 0
         self.pending: dict[int, tuple[ClientRequest, int]] = {}
         self.reads: deque[_Read] = deque()
         self.reads_waiting: list[ClientRequest] = []
@@ -373,6 +382,7 @@ class RaftNode(Protocol):
         self.role = Role.LEADER
         self.leader_id = self.node_id
         self.progress = {}
+        self.durable_index = self.durable_asked = 0
         self.transfer_target = None
         self.lease_acks = {}
         ctx.cancel_timer("election")
@@ -385,6 +395,7 @@ class RaftNode(Protocol):
                 self._send_append(ctx, peer)
         else:
             self._propose(ctx, LogEntry(self.current_term, None, NOOP))
+        self.needs_flush = True  # on_flush asks when our log (and term) is durable
         ctx.set_timer("heartbeat", self.cfg.heartbeat_ms / 1000)
         if self.cfg.check_quorum:
             ctx.set_timer("check_quorum", self.cfg.election_timeout_ms_min / 1000)
@@ -516,11 +527,34 @@ class RaftNode(Protocol):
         return index
 
     def on_flush(self, ctx: Context) -> None:
-        """End of a batch: send the batch's new entries to every follower at once."""
+        """End of a batch: send the batch's new entries to every follower at once, and ask to
+        be told when they are durable here."""
         self.needs_flush = False
         if self.role is Role.LEADER:
+            last = self.log.last_index
+            if last > self.durable_asked:
+                self.durable_asked = last
+                if ctx.when_durable((self.current_term, last)):
+                    self.on_persisted(ctx, (self.current_term, last))
             for peer in self.progress:
                 self._send_append(ctx, peer)
+
+    def on_persisted(self, ctx: Context, token: Any) -> None:
+        """Our log up to ``index`` is durable (token ``(term, index)`` from :meth:`on_flush`):
+        from now on the leader of ``term`` counts itself for those entries (10.2.1). A token
+        of an earlier leadership says nothing about today's log and is ignored."""
+        term, index = token
+        if self.role is Role.LEADER and term == self.current_term and index > self.durable_index:
+            self.durable_index = min(index, self.log.last_index)
+            self._maybe_commit(ctx)
+
+    def _send_ae(self, ctx: Context, peer: str, msg: AppendEntries) -> None:
+        """AppendEntries need not wait for the leader's own writes (10.2.1), once the term
+        the leader was elected in is known durable (``durable_index`` > 0)."""
+        if self.durable_index:
+            ctx.send_early(peer, msg)
+        else:
+            ctx.send(peer, msg)
 
     def leader(self) -> str | None:
         return self.leader_id
@@ -545,7 +579,8 @@ class RaftNode(Protocol):
             self._start_snapshot(ctx, peer, pr)
             return
         entries = tuple(log.slice(pr.next, pr.next + self.cfg.max_entries_per_append))
-        ctx.send(
+        self._send_ae(
+            ctx,
             peer,
             AppendEntries(
                 self.current_term,
@@ -579,7 +614,8 @@ class RaftNode(Protocol):
             self._send_entries(ctx, peer, pr, read_seq=seq)
             return
         prev = pr.match
-        ctx.send(
+        self._send_ae(
+            ctx,
             peer,
             AppendEntries(
                 self.current_term,
@@ -660,10 +696,11 @@ class RaftNode(Protocol):
 
     def _maybe_commit(self, ctx: Context) -> None:
         """Section 5.3/5.4.2: commit the highest index replicated on a majority of voters,
-        counting replicas only for an entry of the current term (Figure 8)."""
+        counting replicas only for an entry of the current term (Figure 8). The leader counts
+        only its entries known durable (dissertation 10.2.1): it may have sent them early."""
         voters = self.voters
         matches = [
-            self.log.last_index
+            self.durable_index
             if v == self.node_id
             else (self.progress[v].match if v in self.progress else 0)
             for v in voters
@@ -779,11 +816,13 @@ class RaftNode(Protocol):
             self.applied_entries.append((index, entry))
             waiting = self.pending.pop(index, None)
             if waiting is not None:
+                # committed by a quorum of durable copies: the answer does not wait for our
+                # own pending writes (rule 4's early effects)
                 request, term = waiting
                 if term == entry.term:
-                    ctx.reply(request, result)
+                    ctx.reply_early(request, result)
                 else:
-                    ctx.reply(request, {"error": "leader_changed", "indeterminate": True})
+                    ctx.reply_early(request, {"error": "leader_changed", "indeterminate": True})
         self._maybe_snapshot(ctx)
 
     # ------------------------------------------------------------------ reads (6.4)
@@ -834,7 +873,8 @@ class RaftNode(Protocol):
         reads = self.reads
         while reads and reads[0].seq <= confirmed and reads[0].index <= self.last_applied:
             read = reads.popleft()
-            ctx.reply(read.request, self.sm.read(read.request.command))
+            # committed state, leadership confirmed by a quorum: no own write involved
+            ctx.reply_early(read.request, self.sm.read(read.request.command))
 
     # ------------------------------------------------------------------ snapshots (7)
     def _maybe_snapshot(self, ctx: Context) -> None:
