@@ -191,6 +191,10 @@ class Protocol(abc.ABC):
     name: ClassVar[str] = ""
     #: Set by a handler that deferred work to :meth:`on_flush` (rule 7).
     needs_flush: bool = False
+    #: Keep the history of what was applied (for ``applied_commands()`` and the invariant
+    #: checkers). Drivers that run for days (the runtime) set it False before the first input,
+    #: so that a node's memory does not grow with every command.
+    keep_history: bool = True
     #: True for a node that runs a byzantine behaviour: invariant checkers, convergence and
     #: agreement checks speak only of the correct nodes.
     is_byzantine: bool = False

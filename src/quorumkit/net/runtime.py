@@ -190,6 +190,7 @@ class NodeRuntime:
             tuple(sorted(config.peers)),
             self.protocol_cls.make_config(**config.protocol_options),
         )
+        self.protocol.keep_history = False  # no checker here: memory must not grow per write
         self.transport = Transport(
             config.node_id, config.peers, self.on_peer_message, key=config.key
         )

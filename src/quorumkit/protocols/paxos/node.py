@@ -692,7 +692,8 @@ class PaxosNode(Protocol):
             value = entry.value
             result = self.sm.apply(value.command) if value.kind == COMMAND else None
             self.last_applied = slot
-            self.applied.append((slot, value))
+            if self.keep_history:
+                self.applied.append((slot, value))
             proposal = self.proposals.pop(slot, None)
             if proposal is not None and proposal.request is not None:
                 if proposal.value == value:

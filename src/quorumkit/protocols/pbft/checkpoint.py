@@ -426,7 +426,8 @@ def install_state(
     if seq > node.h:
         node.h, node.h_digest, node.h_proof = seq, d, proof
     ctx.storage.save_snapshot(StableCheckpoint(seq, state, proof), seq)
-    node.executed.append(Executed(seq, d, None))
+    if node.keep_history:
+        node.executed.append(Executed(seq, d, None))
     node.state_digests.append((seq, d))
     for s in [s for s in node.own_checkpoints if s <= seq]:
         del node.own_checkpoints[s]

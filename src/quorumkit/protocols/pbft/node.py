@@ -422,7 +422,8 @@ class PbftNode(Protocol):
             self.last_executed = self.h = snap.seq
             self.h_digest, self.h_proof = d, snap.proof
             self.stable_state = (snap.seq, snap.state, snap.proof)
-            self.executed.append(Executed(snap.seq, d, None))
+            if self.keep_history:
+                self.executed.append(Executed(snap.seq, d, None))
             self.state_digests.append((snap.seq, d))
         view = hard.get("view", (0, True))
         self.view, self.active = int(view[0]), bool(view[1])
@@ -822,10 +823,12 @@ class PbftNode(Protocol):
             else:
                 result = self.sm.apply(req.op)
                 self.client_table[c] = (t, result)
-                self.applied.append((seq, req.op))
+                if self.keep_history:
+                    self.applied.append((seq, req.op))
                 fresh = True
             self.deliver_result(ctx, req.client, req.timestamp, result)
-        self.executed.append(Executed(seq, pp.digest, pp.requests))
+        if self.keep_history:
+            self.executed.append(Executed(seq, pp.digest, pp.requests))
         if fresh and self.active:
             self.vc_backoff = 0
         if seq % self.K == 0:

@@ -813,7 +813,8 @@ class RaftNode(Protocol):
             entry = log.entry(index)
             result = self.sm.apply(entry.command) if entry.kind == COMMAND else None
             self.last_applied = index
-            self.applied_entries.append((index, entry))
+            if self.keep_history:
+                self.applied_entries.append((index, entry))
             waiting = self.pending.pop(index, None)
             if waiting is not None:
                 # committed by a quorum of durable copies: the answer does not wait for our
