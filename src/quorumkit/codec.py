@@ -34,6 +34,8 @@ T = TypeVar("T")
 
 _REGISTRY: dict[str, type[Any]] = {}
 _TAGS: dict[type[Any], tuple[str, int]] = {}
+#: field names per message class, in declaration order (the wire order)
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
 _VALIDATORS: dict[type[Any], list[tuple[str, Callable[[Any], Any]]]] = {}
 
 
@@ -60,6 +62,7 @@ def message(tag: str, version: int = 1) -> Callable[[type[T]], type[T]]:
             pass  # a forward reference to a type declared later: compiled at first decode
         except ConfigError:
             del _REGISTRY[tag], _TAGS[dc]
+            _FIELD_NAMES.pop(dc, None)
             raise
         return dc
 
@@ -89,9 +92,10 @@ def _default(obj: object) -> Any:
     if entry is None:
         raise TypeError(f"cannot encode {cls.__name__!s} on the wire: {obj!r:.80}")
     tag, version = entry
-    values = [tag, version]
-    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
-        values.append(getattr(obj, f.name))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:  # dataclasses.fields() per nested message cost ~5% of a leader's CPU
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(obj))  # type: ignore[arg-type]
+    values = [tag, version, *(getattr(obj, name) for name in names)]
     return msgpack.ExtType(EXT_MESSAGE, msgpack.packb(values, default=_default, use_bin_type=True))
 
 
