@@ -20,10 +20,19 @@ from quorumkit.facade import (
     RaftSystem,
     demonstrate_raft,
 )
+from quorumkit.facade_consensus import (
+    ByzantineNode,
+    ByzantineSystem,
+    PaxosNode,
+    PaxosSystem,
+    demonstrate_byzantine_fault_tolerance,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ByzantineNode",
+    "ByzantineSystem",
     "ConfigError",
     "DecodeError",
     "DistributedSystem",
@@ -33,9 +42,12 @@ __all__ = [
     "MessageType",
     "Node",
     "NodeState",
+    "PaxosNode",
+    "PaxosSystem",
     "PeerError",
     "RaftNode",
     "RaftSystem",
     "__version__",
+    "demonstrate_byzantine_fault_tolerance",
     "demonstrate_raft",
 ]

@@ -430,6 +430,14 @@ class PbftNode(Protocol):
         nv = hard.get("nv")
         if isinstance(nv, NewView):
             self.new_view_msg = nv
+        for entry in hard.get("own_vcs", ()):
+            if (
+                isinstance(entry, (tuple, list))
+                and len(entry) == 2
+                and isinstance(entry[1], ViewChange)
+                and entry[1].sender == self.node_id
+            ):
+                self.own_vcs[int(entry[0])] = entry[1]
         self.timestamp = self.timestamp_reserved = int(hard.get("timestamp", 0))
         self.seq_next = self.h + 1
         for key in sorted(hard):

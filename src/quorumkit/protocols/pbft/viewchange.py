@@ -90,6 +90,9 @@ def broadcast_view_change(node: PbftNode, ctx: Context) -> None:
     node.own_vcs[node.view] = vc
     for old in [v for v in node.own_vcs if v < node.view - _KEEP_OWN_VIEW_CHANGES]:
         del node.own_vcs[old]
+    # durable: after a restart we can still help a replica left behind in one of these views
+    # (rule 5); otherwise the correct replicas could stay split across two views for ever
+    ctx.storage.put("own_vcs", tuple(sorted(node.own_vcs.items())))
     ctx.broadcast(vc)
     _progress(node, ctx)
 
