@@ -15,7 +15,18 @@ Rules of this module:
    nodes. So an acceptor whose entry for slot s carries ballot B knows, once leader B reports s
    decided, that the entry holds the decided value (the learners' fast path: one commit index
    piggybacked on Accept and Heartbeat tells every learner, section 2.3).
-5. Safety-critical assumptions are checked and raise :class:`InvariantViolation` (never
+5. **Early effects** (contract rule 4's exception; the analogue of Raft dissertation 10.2.1):
+   the leader sends its Accepts (``ctx.send_early``) without waiting for its own acceptance of
+   those slots to be durable, and counts itself among a slot's acceptors only once that
+   acceptance is known durable (``durable_upto``, from ``ctx.when_durable`` /
+   :meth:`PaxosNode.on_persisted`). An Accept is a phase 2(a) request: its safety rests on the
+   phase 1 that made this node leader, not on the leader's own storage; a value is chosen
+   only by a majority of *durable* acceptances, so a leader that crashes with its acceptance
+   lost cannot have counted it. Early sends start after the first durability report of the
+   leadership, which covers the leader's promise of its own ballot (it counted that promise in
+   phase 1). Clients of decided slots are answered early (``ctx.reply_early``): the value was
+   chosen by a majority of durable acceptances, independently of the leader's pending writes.
+6. Safety-critical assumptions are checked and raise :class:`InvariantViolation` (never
    ``assert``).
 
 The log: slot ``s`` is storage log index ``s``. An acceptor's entry for a slot above its
@@ -136,6 +147,14 @@ class PaxosNode(Protocol):
         self.read_acks: dict[str, int] = {}
         self.read_round_open = False
         self.elections_started = 0
+        #: leader only: every undecided slot <= it was accepted durably here at ``ballot``
+        #: (rule 5); the leader counts itself among the acceptors of those slots only
+        self.durable_upto = 0
+        #: leader only: the highest slot a durability report was asked for (-1: none yet)
+        self.durable_asked = -1
+        #: leader only: a durability report of this leadership arrived, so its promise of
+        #: ``ballot`` is durable and Accepts may leave early (rule 5)
+        self.ballot_durable = False
 
     # ------------------------------------------------------------------ configuration
     @classmethod
@@ -347,6 +366,10 @@ class PaxosNode(Protocol):
             self._propose(ctx, NOOP_VALUE if report is None or ignore else report.value, None)
         self.takeover_upto = top
         self.read_acks = {}
+        self.durable_upto = self.commit
+        self.durable_asked = -1
+        self.ballot_durable = False
+        self.needs_flush = True  # on_flush asks when our promise (and slots) are durable
         ctx.broadcast(Heartbeat(self.ballot, self.commit, self.read_seq))
         ctx.set_timer("heartbeat", self._heartbeat_s)
 
@@ -386,7 +409,7 @@ class PaxosNode(Protocol):
             missing = [s for s in stale if peer not in self.proposals[s].acks]
             for first, count in _runs(missing, self.cfg.max_values_per_message):
                 values = tuple(self.proposals[s].value for s in range(first, first + count))
-                ctx.send(peer, Accept(self.ballot, first, values, self.commit))
+                self._send_accept(ctx, peer, Accept(self.ballot, first, values, self.commit))
         for s in stale:
             self.proposals[s].sent_at = now
 
@@ -440,32 +463,76 @@ class PaxosNode(Protocol):
         return slot
 
     def on_flush(self, ctx: Context) -> None:
-        """End of a batch: accept the new proposals locally (durably), then send them in one
-        Accept per acceptor; start the read round of the batch's reads."""
+        """End of a batch: accept the new proposals locally, send them in one Accept per
+        acceptor (early, rule 5) and ask to be told when our acceptances are durable; start
+        the read round of the batch's reads."""
         self.needs_flush = False
         if self.role is not Role.LEADER:
             return
         if self.unsent_from < self.next_slot:
             self._send_proposals(ctx)
+        self._ask_durable(ctx)
         if self.read_round_open:
             self.read_round_open = False
             ctx.broadcast(Heartbeat(self.ballot, self.commit, self.read_seq))
 
     def _send_proposals(self, ctx: Context) -> None:
+        """Accept the batch's proposals here (a storage write) and send them to every other
+        acceptor. The leader's own acceptance is *not* counted yet: only once it is durable
+        (:meth:`on_persisted`), since the Accepts may leave before it is (rule 5)."""
         lo, hi = self.unsent_from, self.next_slot
         values = [self.proposals[s].value for s in range(lo, hi)]
         self._write_slots(ctx, lo, [SlotEntry(self.ballot, v) for v in values])
         now = ctx.now()
         for s in range(lo, hi):
-            p = self.proposals[s]
-            p.acks.add(self.node_id)
-            p.sent_at = now
+            self.proposals[s].sent_at = now
         self.unsent_from = hi
         step = self.cfg.max_values_per_message
+        me = self.node_id
         for first in range(lo, hi, step):
-            chunk = tuple(values[first - lo : first - lo + step])
-            ctx.broadcast(Accept(self.ballot, first, chunk, self.commit))
-        self._count_acks(ctx, range(lo, hi))
+            msg = Accept(
+                self.ballot, first, tuple(values[first - lo : first - lo + step]), self.commit
+            )
+            for peer in self.members:
+                if peer != me:
+                    self._send_accept(ctx, peer, msg)
+
+    def _send_accept(self, ctx: Context, peer: str, msg: Accept) -> None:
+        """Accepts need not wait for the leader's own writes (rule 5), once the leadership
+        had a durability report (``ballot_durable``): that covers the promise of the
+        leader's ballot, which it counted in its own phase 1."""
+        if self.ballot_durable:
+            ctx.send_early(peer, msg)
+        else:
+            ctx.send(peer, msg)
+
+    def _ask_durable(self, ctx: Context) -> None:
+        """Ask to be told when every slot written so far (all at ``ballot``) is durable here."""
+        last = self.unsent_from - 1
+        if last > self.durable_asked:
+            self.durable_asked = last
+            token = (self.ballot, last)
+            if ctx.when_durable(token):
+                self.on_persisted(ctx, token)
+
+    def on_persisted(self, ctx: Context, token: Any) -> None:
+        """Our acceptances up to slot ``upto`` at ``ballot`` are durable (token from
+        :meth:`_ask_durable`): from now on the leader of ``ballot`` counts itself among their
+        acceptors. A token of an earlier leadership says nothing about today's slots (a later
+        ballot's leader wrote them again) and is ignored."""
+        ballot, upto = token
+        if self.role is not Role.LEADER or ballot != self.ballot:
+            return
+        self.ballot_durable = True
+        first = max(self.durable_upto, self.commit) + 1
+        self.durable_upto = max(self.durable_upto, upto)
+        me = self.node_id
+        for s in range(first, upto + 1):
+            p = self.proposals.get(s)
+            if p is not None:
+                p.acks.add(me)
+        if upto >= first:
+            self._count_acks(ctx, range(first, upto + 1))
 
     def on_accepted(self, ctx: Context, src: str, m: Accepted) -> None:
         """Phase 2(b) reports: a value is chosen once a majority accepted it (section 2.3)."""
@@ -696,10 +763,14 @@ class PaxosNode(Protocol):
                 self.applied.append((slot, value))
             proposal = self.proposals.pop(slot, None)
             if proposal is not None and proposal.request is not None:
+                # chosen by a majority of durable acceptances (the leader's own counted only
+                # once durable): the answer does not wait for our pending writes (rule 5)
                 if proposal.value == value:
-                    ctx.reply(proposal.request, result)
+                    ctx.reply_early(proposal.request, result)
                 else:  # a leader's slots hold its own proposals, but for a planted bug
-                    ctx.reply(proposal.request, {"error": "leader_changed", "indeterminate": True})
+                    ctx.reply_early(
+                        proposal.request, {"error": "leader_changed", "indeterminate": True}
+                    )
         self._maybe_snapshot(ctx)
 
     # ------------------------------------------------------------------ heartbeats and reads
@@ -751,7 +822,13 @@ class PaxosNode(Protocol):
         reads = self.reads
         while reads and reads[0].seq <= confirmed and reads[0].index <= self.last_applied:
             read = reads.popleft()
-            ctx.reply(read.request, self.sm.read(read.request.command))
+            result = self.sm.read(read.request.command)
+            if self.ballot_durable:
+                # decided state (a majority of durable acceptances) and leadership confirmed
+                # by a majority since the read began: no pending write of ours is involved
+                ctx.reply_early(read.request, result)
+            else:
+                ctx.reply(read.request, result)
 
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self, ctx: Context) -> None:
