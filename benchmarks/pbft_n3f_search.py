@@ -98,8 +98,8 @@ def agreement_on_executions(result: RunResult) -> str | None:
 
 
 def replay(behaviour: str, seed: int, nemesis: tuple[str, ...], duration: float) -> str:
-    """The CLI command of the run (it reproduces the run only where the configuration's default
-    f for n = 3 under allow-n-3f is 1: the CLI cannot pass f)."""
+    """The CLI command of the run (the CLI cannot pass f: under allow-n-3f the configuration's
+    default f for n = 3 is 1)."""
     nem = f" --nemesis {','.join(nemesis)}" if nemesis else ""
     return (
         f"python -m quorumkit sim pbft --nodes 3 --byzantine 1 --behaviour {behaviour} "

@@ -117,6 +117,10 @@ def test_twins_split_n_3f_too() -> None:
 
 
 def test_the_cli_form_of_the_counterexample_reproduces_it() -> None:
-    r = run(n3f(PINNED_SEED, protocol_options=()))  # what the CLI builds
-    failed = {name for name, held in r.summary["invariants"].items() if not held}
-    assert failed & SAFETY, r.summary["violations"]
+    """``quorumkit sim pbft --nodes 3 --byzantine 1 --behaviour equivocate --unsafe allow-n-3f
+    --seed 5`` cannot pass f: under allow-n-3f the configuration's default f for n = 3 is 1
+    (it was 0, which made the flag a no-op; found with this test)."""
+    cli = run(n3f(PINNED_SEED, protocol_options=()))  # what the CLI builds
+    failed = {name for name, held in cli.summary["invariants"].items() if not held}
+    assert failed & SAFETY, cli.summary["violations"]
+    assert cli.summary["trace_hash"] == run(n3f(PINNED_SEED)).summary["trace_hash"]

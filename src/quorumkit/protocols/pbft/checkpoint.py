@@ -265,8 +265,12 @@ def on_fetch(node: PbftNode, ctx: Context, m: Fetch) -> None:
     seq, state = 0, b""
     proof: tuple[Checkpoint, ...] = ()
     stable_seq = node.stable_state[0]
-    if stable_seq > m.last_executed and stable_seq > 0:
+    if stable_seq >= m.last_executed and stable_seq > 0:
         seq, state, proof = node.stable_state
+        if stable_seq == m.last_executed:
+            # it has executed this far but may lack the proof (its 2f + 1 CHECKPOINT messages
+            # were lost): without it its low watermark, hence its window, stays behind
+            state = b""
     new_view = None
     if node.active and node.new_view_msg is not None and node.new_view_msg.view == node.view:
         if node.view > m.view or (node.view == m.view and not m.active):
@@ -383,6 +387,14 @@ def on_state_transfer(node: PbftNode, ctx: Context, m: StateTransfer) -> None:
             node.drop(problem)
             return
         install_state(node, ctx, m.seq, m.state, m.proof)
+    elif m.proof and node.h < m.seq <= node.last_executed:
+        # a proof for a checkpoint we reached ourselves: it becomes stable here too (make_stable
+        # checks it against our own checkpoint of that state when we took one)
+        problem = checkpoint_proof_problem(node, m.seq, m.proof)
+        if problem is not None:
+            node.drop(problem)
+        else:
+            make_stable(node, ctx, m.seq, m.proof[0].state_digest, m.proof)
     if m.new_view is not None:
         from quorumkit.protocols.pbft import viewchange
 
