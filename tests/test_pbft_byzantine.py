@@ -522,6 +522,11 @@ def test_replicas_split_across_two_views_find_a_common_one_after_a_restart() -> 
 
 
 def test_a_replica_that_missed_the_checkpoint_messages_catches_up() -> None:
+    """A replica that executed up to a checkpoint but never saw 2f + 1 CHECKPOINT messages for
+    it (lost; a bad-checkpoint replica's vote does not count) kept its old low watermark: its
+    window ended there, it dropped the next pre-prepares and the committed certificates a Fetch
+    brought, and a Fetch never returned the proof of a checkpoint equal to what it executed.
+    Found by the campaign (f=1 bad-checkpoint seed 92: 'not converged')."""
     w = Wire(checkpoint_interval=4)  # K = 4, L = 8
 
     def no_checkpoints_to_n3(src: str, dst: str, msg: object) -> bool:
