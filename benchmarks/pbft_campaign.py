@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from quorumkit.protocols.pbft import PbftNode
+from quorumkit.protocols.pbft.byzantine import LIES_KEY
 from quorumkit.sim.run import RunOptions, run
 
 NEMESES = ("partition", "loss", "crash")
@@ -91,13 +92,23 @@ def classify(result: Any) -> str | None:
     return "stall" if stuck else "liveness"
 
 
+def lies_of(result: Any, node: str) -> int:
+    """The lies of byzantine ``node``: from its status, or from its storage when the run ended
+    with it crashed (a crash bounced just before the end may restart it only later)."""
+    st = result.summary["status"][node]
+    if "lies" in st:
+        return int(st["lies"])
+    value = result.sim.storage(node).load().hard.get(LIES_KEY, 0)
+    return value if isinstance(value, int) else 0
+
+
 def run_job(job: Job) -> dict[str, Any]:
     t0 = time.perf_counter()
     result = run(job.options())
     wall = time.perf_counter() - t0
     status = result.summary["status"]
     byz = set(job.options().byzantine_nodes())
-    lies = sum(int(status[n].get("lies", 0)) for n in byz)
+    lies = sum(lies_of(result, n) for n in byz)
     dropped: dict[str, int] = {}
     for n, st in status.items():
         if n in byz:
