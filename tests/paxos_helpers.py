@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from quorumkit.protocol import ClientRequest, Context
 from quorumkit.protocols.paxos import (
     Accept,
     PaxosConfig,
@@ -23,44 +22,14 @@ from quorumkit.protocols.paxos import (
     Value,
 )
 from quorumkit.sim.core import Simulation
-from raft_helpers import FakeContext
+from raft_helpers import FakeContext, FlushesAfterEachInput
 
 THREE = ("n1", "n2", "n3")
 FIVE = ("n1", "n2", "n3", "n4", "n5")
 
 
-class DrivenPaxosNode(PaxosNode):
-    """A PaxosNode that plays its driver's part of the contract (rule 7 of
-    quorumkit.protocol): after every input the deferred batch work runs (``on_flush``)."""
-
-    def _flushed(self, ctx: Context) -> None:
-        if self.needs_flush:
-            self.on_flush(ctx)
-
-    def on_start(self, ctx: Context) -> None:
-        super().on_start(ctx)
-        self._flushed(ctx)
-
-    def on_recover(self, ctx: Context, stored: Any) -> None:
-        super().on_recover(ctx, stored)
-        self._flushed(ctx)
-
-    def on_message(self, ctx: Context, src: str, msg: Any) -> None:
-        super().on_message(ctx, src, msg)
-        self._flushed(ctx)
-
-    def on_timer(self, ctx: Context, name: str) -> None:
-        super().on_timer(ctx, name)
-        self._flushed(ctx)
-
-    def on_client(self, ctx: Context, request: ClientRequest) -> None:
-        super().on_client(ctx, request)
-        self._flushed(ctx)
-
-    def submit(self, ctx: Context, command: Any) -> Any:
-        out = super().submit(ctx, command)
-        self._flushed(ctx)
-        return out
+class DrivenPaxosNode(FlushesAfterEachInput, PaxosNode):
+    """A PaxosNode driven directly by tests, flushing after every input (see the mixin)."""
 
 
 def cmd(i: int) -> Value:

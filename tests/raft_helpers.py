@@ -103,10 +103,13 @@ class FakeContext(Context):
         self.replies.clear()
 
 
-class DrivenRaftNode(RaftNode):
-    """A RaftNode that plays its own driver's part of the contract (rule 7 of
+class FlushesAfterEachInput:
+    """Mixin for a protocol class that plays its own driver's part of the contract (rule 7 of
     quorumkit.protocol): after every input, the deferred batch work runs (``on_flush``), as the
-    simulator and the runtime do. Tests feed inputs to it directly."""
+    simulator and the runtime do. Tests feed inputs to such a node directly. Put it first:
+    ``class Driven(FlushesAfterEachInput, SomeProtocol)``."""
+
+    needs_flush: bool
 
     def _flushed(self, ctx: Context) -> None:
         if self.needs_flush:
@@ -136,6 +139,10 @@ class DrivenRaftNode(RaftNode):
         out = super().submit(ctx, command)
         self._flushed(ctx)
         return out
+
+
+class DrivenRaftNode(FlushesAfterEachInput, RaftNode):
+    """A RaftNode driven directly by tests, flushing after every input (see the mixin)."""
 
     def change_membership(self, ctx: Context, action: str, node: str) -> str | None:
         out = super().change_membership(ctx, action, node)
