@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from quorumkit.errors import ConfigError
+from quorumkit.protocols.options import reject_unknown_options, unsafe_names
 
 #: Known-unsafe variants, each a planted bug the checkers must catch.
 UNSAFE_VARIANTS: dict[str, str] = {
@@ -72,23 +73,9 @@ class PaxosConfig:
     def from_options(cls, **options: Any) -> PaxosConfig:
         """Build a config from keyword options (CLI, simulator); ``unsafe`` may be a comma
         separated string or a collection of names."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(options) - names
-        if unknown:
-            raise ConfigError(
-                f"unknown Paxos option(s) {sorted(unknown)} (options: {', '.join(sorted(names))})"
-            )
+        reject_unknown_options(cls, options, "Paxos")
         if "unsafe" in options:
-            value = options["unsafe"]
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            elif value is None:
-                value = []
-            elif not isinstance(value, (list, tuple, set, frozenset)) or not all(
-                isinstance(v, str) for v in value
-            ):
-                raise ConfigError(f"Paxos option unsafe must be names, got {value!r}")
-            options["unsafe"] = frozenset(value)
+            options["unsafe"] = unsafe_names(options["unsafe"], "Paxos")
         for name, value in options.items():
             if name != "unsafe" and (type(value) is not int):
                 raise ConfigError(f"Paxos option {name} must be int, got {value!r}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from quorumkit.errors import ConfigError
+from quorumkit.protocols.options import reject_unknown_options, unsafe_names
 
 #: Known-unsafe variants, each lifting a guarantee on purpose.
 UNSAFE_VARIANTS: dict[str, str] = {
@@ -130,17 +131,9 @@ class PbftConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> PbftConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(options) - names
-        if unknown:
-            raise ConfigError(
-                f"unknown PBFT option(s) {sorted(unknown)} (options: {', '.join(sorted(names))})"
-            )
+        reject_unknown_options(cls, options, "PBFT")
         if "unsafe" in options:
-            value = options["unsafe"]
-            if isinstance(value, str):
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            options["unsafe"] = frozenset(value or ())
+            options["unsafe"] = unsafe_names(options["unsafe"], "PBFT")
         defaults = cls()
         for name, value in options.items():
             if name in ("unsafe", "f", "watermark_window", "keys", "key_file"):

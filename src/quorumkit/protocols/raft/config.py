@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from quorumkit.errors import ConfigError
+from quorumkit.protocols.options import reject_unknown_options, unsafe_names
 
 #: Known-unsafe variants, each a planted bug the checkers must catch.
 UNSAFE_VARIANTS: dict[str, str] = {
@@ -85,17 +86,9 @@ class RaftConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> RaftConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(options) - names
-        if unknown:
-            raise ConfigError(
-                f"unknown Raft option(s) {sorted(unknown)} (options: {', '.join(sorted(names))})"
-            )
+        reject_unknown_options(cls, options, "Raft")
         if "unsafe" in options:
-            value = options["unsafe"]
-            if isinstance(value, str):
-                value = [value] if value else []
-            options["unsafe"] = frozenset(value or ())
+            options["unsafe"] = unsafe_names(options["unsafe"], "Raft", comma_separated=False)
         if options.get("initial_voters") is not None:
             options["initial_voters"] = tuple(options["initial_voters"])
         defaults = cls()

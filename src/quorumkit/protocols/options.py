@@ -1,0 +1,35 @@
+"""What every protocol's ``from_options`` does with keyword options (CLI, simulator, config
+files): refuse unknown names, and read ``unsafe`` (the names of known-unsafe variants)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from quorumkit.errors import ConfigError
+
+
+def reject_unknown_options(cls: type[Any], options: dict[str, Any], label: str) -> None:
+    """ConfigError naming the options ``cls`` (a dataclass) does not have, and those it has."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(options) - names
+    if unknown:
+        raise ConfigError(
+            f"unknown {label} option(s) {sorted(unknown)} (options: {', '.join(sorted(names))})"
+        )
+
+
+def unsafe_names(value: Any, label: str, *, comma_separated: bool = True) -> frozenset[str]:
+    """The variant names of an ``unsafe`` option: None, a string (comma-separated names, or one
+    name when ``comma_separated`` is False) or a collection of strings."""
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        if not comma_separated:
+            return frozenset([value] if value else [])
+        return frozenset(v.strip() for v in value.split(",") if v.strip())
+    if not isinstance(value, (list, tuple, set, frozenset)) or not all(
+        isinstance(v, str) for v in value
+    ):
+        raise ConfigError(f"{label} option unsafe must be names, got {value!r}")
+    return frozenset(value)
