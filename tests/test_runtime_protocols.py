@@ -35,6 +35,44 @@ def _endpoints(c: RuntimeCluster) -> list[str]:
     return [s.http for s in c.specs]
 
 
+def _kill_during_writes(
+    c: RuntimeCluster,
+    victim: str,
+    prefix: str,
+    *,
+    writes_before: int,
+    deadline_s: float,
+    probe_timeout_s: float,
+    write_timeout_s: float = 2,
+    settle_s: float = 0.0,
+) -> dict[str, str]:
+    """Write unique keys through random nodes, SIGKILL ``victim`` once ``writes_before`` were
+    acknowledged, wait until a write succeeds without it; the acknowledged writes."""
+    acked: dict[str, str] = {}
+    stop = threading.Event()
+    args = (c, unique(prefix), stop, acked, write_timeout_s)
+    writer = threading.Thread(target=_writer, args=args, daemon=True)
+    writer.start()
+    try:
+        wait_for(
+            lambda: len(acked) >= writes_before,
+            deadline_s,
+            f"{writes_before} acknowledged writes before the kill",
+        )
+        c.kill(victim, signal.SIGKILL)
+        probe = unique("after")
+        wait_for(
+            lambda: any(c.put(n, probe, "x", timeout=probe_timeout_s).ok for n in c.live()),
+            deadline_s,
+            f"a write after {victim}'s death",
+        )
+        time.sleep(settle_s)
+    finally:
+        stop.set()
+        writer.join(30)
+    return acked
+
+
 # ----------------------------------------------------------------------------- Multi-Paxos
 
 
@@ -62,24 +100,9 @@ def test_paxos_serves_http_resp_and_the_python_client_on_every_node(paxos3: Runt
 def test_paxos_kill_9_of_the_leader_loses_no_acknowledged_write(paxos3: RuntimeCluster) -> None:
     c = paxos3
     old = c.wait_leader()
-    prefix = unique("pxkill")
-    acked: dict[str, str] = {}
-    stop = threading.Event()
-    writer = threading.Thread(target=_writer, args=(c, prefix, stop, acked), daemon=True)
-    writer.start()
-    try:
-        wait_for(lambda: len(acked) >= 15, 30, "15 acknowledged writes before the kill")
-        c.kill(old, signal.SIGKILL)
-        probe = unique("after")
-        wait_for(
-            lambda: any(c.put(n, probe, "x", timeout=1).ok for n in c.live()),
-            30,
-            "a write after the leader's death",
-        )
-        time.sleep(0.3)
-    finally:
-        stop.set()
-        writer.join(30)
+    acked = _kill_during_writes(
+        c, old, "pxkill", writes_before=15, deadline_s=30, probe_timeout_s=1, settle_s=0.3
+    )
     new = c.wait_leader()
     assert new != old
     for n in c.live():
@@ -137,23 +160,9 @@ def test_pbft_http_resp_and_a_quorum_python_client(pbft4: RuntimeCluster) -> Non
 def test_pbft_kill_9_of_the_primary_loses_no_acknowledged_write(pbft4: RuntimeCluster) -> None:
     c = pbft4
     primary = c.wait_leader()
-    prefix = unique("bftkill")
-    acked: dict[str, str] = {}
-    stop = threading.Event()
-    writer = threading.Thread(target=_writer, args=(c, prefix, stop, acked, 4), daemon=True)
-    writer.start()
-    try:
-        wait_for(lambda: len(acked) >= 10, 60, "10 acknowledged writes before the kill")
-        c.kill(primary, signal.SIGKILL)
-        probe = unique("after")
-        wait_for(
-            lambda: any(c.put(n, probe, "x", timeout=3).ok for n in c.live()),
-            60,
-            "a write after the primary's death (a view change)",
-        )
-    finally:
-        stop.set()
-        writer.join(30)
+    acked = _kill_during_writes(
+        c, primary, "bftkill", writes_before=10, deadline_s=60, probe_timeout_s=3, write_timeout_s=4
+    )
     for n in c.live():
         for key, value in acked.items():
             assert c.value(n, key) == value, f"acknowledged {key}={value} lost at {n}"
