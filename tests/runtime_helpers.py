@@ -278,8 +278,10 @@ class RuntimeCluster:
         authenticated: bool = True,
         extra_args: Iterable[str] = (),
         protocol: str = "raft",
+        tls: bool = False,
     ) -> None:
         self.root = root
+        self.tls = tls
         self.nodes = nodes
         self.protocol = protocol
         self.data_dir = root / "cluster"
@@ -328,6 +330,7 @@ class RuntimeCluster:
                 self.data_dir,
                 protocol=self.protocol,
                 extra_args=self.extra,
+                tls=self.tls,
                 authenticated=self.authenticated,
             )
             self.local.start(log_dir=self.log_dir)

@@ -383,6 +383,21 @@ def node(
         str | None,
         typer.Option("--cluster-key", help="File with the shared key (quorumkit keygen)."),
     ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-cert",
+            help="Mutual TLS between peers: this node's certificate (PEM; it must name this "
+            "node's id; quorumkit keygen --tls). Goes with --tls-key and --tls-ca.",
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None, typer.Option("--tls-key", help="Mutual TLS: this node's private key (PEM).")
+    ] = None,
+    tls_ca: Annotated[
+        str | None,
+        typer.Option("--tls-ca", help="Mutual TLS: the CA certificate that signs every peer."),
+    ] = None,
     config: Annotated[
         str | None, typer.Option("--config", help="TOML file with these settings.")
     ] = None,
@@ -403,19 +418,22 @@ def node(
 ) -> None:
     """Run one node of a real cluster until SIGTERM or Ctrl-C.
 
-    --peers lists every member as ID=HOST:PORT, like etcd's --initial-cluster. Without
-    --cluster-key the node accepts peers on loopback addresses only.
+    --peers lists every member as ID=HOST:PORT, like etcd's --initial-cluster. Peers
+    authenticate with an HMAC over each frame (--cluster-key), mutual TLS (--tls-cert,
+    --tls-key, --tls-ca), or both; with neither the node accepts peers on loopback addresses
+    only.
     """
     from pathlib import Path
 
     from quorumkit.net.framing import read_key
     from quorumkit.net.runtime import NodeConfig
     from quorumkit.net.server import parse_address, parse_peers, run_node
+    from quorumkit.net.tls import TlsFiles
 
     settings: dict[str, Any] = {}
     if config is not None:
         settings = _read_toml(config)
-        for name in ("http", "resp", "cluster_key"):
+        for name in ("http", "resp", "cluster_key", "tls_cert", "tls_key", "tls_ca"):
             if name in settings and not isinstance(settings[name], str):
                 _fail_usage(f"{name} in --config must be a string, got {settings[name]!r}")
         for name in ("fsync", "fault_injection"):
@@ -425,6 +443,11 @@ def node(
         read_key(cluster_key or settings["cluster_key"])
         if (cluster_key or settings.get("cluster_key"))
         else None
+    )
+    tls = TlsFiles.from_options(
+        tls_cert or settings.get("tls_cert"),
+        tls_key or settings.get("tls_key"),
+        tls_ca or settings.get("tls_ca"),
     )
     http_addr = http or settings.get("http")
     resp_addr = resp or settings.get("resp")
@@ -440,6 +463,7 @@ def node(
         http=parse_address(http_addr, "--http") if http_addr else None,
         resp=parse_address(resp_addr, "--resp") if resp_addr else None,
         key=key,
+        tls=tls,
         fsync=not no_fsync and settings.get("fsync", True),
         fault_injection=fault_injection or bool(settings.get("fault_injection", False)),
         protocol_options=options,
@@ -502,23 +526,71 @@ def keygen(
         str | None,
         typer.Option("--clients", help="With --ed25519: client ids, comma-separated."),
     ] = None,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Write a CA (ca.pem, ca.key) and a certificate and key per node of --ids "
+            "(<id>.pem, <id>.key) into the --out directory, for mutual TLS between peers. "
+            "An existing CA there is reused.",
+        ),
+    ] = False,
 ) -> None:
-    """Write a new random cluster key (hex, mode 0600) for peer authentication, or, with
-    --ed25519, the key pairs and key configuration of a PBFT cluster."""
+    """Write a new random cluster key (hex, mode 0600) for peer authentication; with --tls, a
+    CA and node certificates for mutual TLS; with --ed25519, the key pairs and key
+    configuration of a PBFT cluster."""
     from pathlib import Path
 
     from quorumkit.net.framing import write_key
 
+    if ed25519 and tls:
+        _fail_usage("--ed25519 and --tls make different keys: one at a time")
     if ed25519:
         _keygen_ed25519(out or "keys", ids, clients, force)
         return
+    if tls:
+        _keygen_tls(out or "tls", ids, clients, force)
+        return
     if ids or clients:
-        _fail_usage("--ids and --clients go with --ed25519")
+        _fail_usage("--ids goes with --ed25519 or --tls, --clients with --ed25519")
     out = out or "cluster.key"
     if Path(out).exists() and not force:
         _fail_usage(f"{out} exists (use --force to overwrite)")
     write_key(out)
     console.print(f"cluster key written to {out}")
+
+
+def _keygen_tls(out: str, ids: str | None, clients: str | None, force: bool) -> None:
+    from pathlib import Path
+
+    from quorumkit.net.tls import write_cluster_certs
+
+    if clients:
+        _fail_usage("--clients goes with --ed25519 (TLS certificates are for peers)")
+    nodes = [x.strip() for x in (ids or "").split(",") if x.strip()]
+    if not nodes:
+        _fail_usage("--tls needs --ids n1,n2,... (every node of the cluster)")
+    if len(set(nodes)) != len(nodes):
+        _fail_usage("--ids names a node twice")
+    bad = [n for n in nodes if not n.isascii() or not n.isprintable() or "," in n]
+    if bad:
+        _fail_usage(f"--ids: a certificate names a node in printable ASCII, not {bad[0]!r}")
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        _fail_usage(f"--out {out} must be a directory with --tls")
+    written = write_cluster_certs(folder, nodes, overwrite=force)
+    kept = [n for n in nodes if folder / f"{n}.pem" not in written]
+    console.print(
+        f"{len(written)} file(s) written to {folder}"
+        + (
+            f" (kept existing certificates of {', '.join(kept)}; --force remakes them)"
+            if kept
+            else ""
+        )
+        + f". Start node ID with --tls-cert {folder}/ID.pem --tls-key {folder}/ID.key "
+        f"--tls-ca {folder}/ca.pem; give each machine only its own key (ca.key signs new "
+        "members: keep it off the nodes)."
+    )
 
 
 def _keygen_ed25519(out: str, ids: str | None, clients: str | None, force: bool) -> None:
@@ -572,6 +644,14 @@ def cluster_up(
         "quorumkit-data"
     ),
     no_fsync: Annotated[bool, typer.Option("--no-fsync", help="UNSAFE: skip fsync.")] = False,
+    tls: Annotated[
+        bool,
+        typer.Option(
+            "--tls",
+            help="Mutual TLS between the nodes too (a CA and node certificates are made in "
+            "DATA_DIR/tls), besides the cluster key.",
+        ),
+    ] = False,
 ) -> None:
     """Start a local cluster in the foreground; Ctrl-C stops every node cleanly."""
     import signal
@@ -583,8 +663,9 @@ def cluster_up(
 
     resolve_protocol(protocol)
     extra = ["--no-fsync"] if no_fsync else []
-    cluster = LocalCluster(nodes, base_port, Path(data_dir), protocol, extra)
-    table = Table(title=f"quorumkit cluster: {nodes} x {protocol}, data in {data_dir}")
+    cluster = LocalCluster(nodes, base_port, Path(data_dir), protocol, extra, tls=tls)
+    auth = "cluster key + mutual TLS" if tls else "cluster key"
+    table = Table(title=f"quorumkit cluster: {nodes} x {protocol} ({auth}), data in {data_dir}")
     for col in ("node", "peer", "http", "resp"):
         table.add_column(col)
     for s in cluster.specs:

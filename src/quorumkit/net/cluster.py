@@ -2,7 +2,8 @@
 
 Node ``i`` (1-based) of a cluster with base port ``P`` listens on ``P + 10*i`` (peers),
 ``P + 10*i + 1`` (HTTP) and ``P + 10*i + 2`` (RESP). The cluster's data directory holds one
-directory per node, the cluster key, and ``cluster.json`` describing the endpoints (which
+directory per node, the cluster key, with ``--tls`` the CA and node certificates (``tls/``),
+and ``cluster.json`` describing the endpoints (which
 ``quorumkit cluster status`` and ``quorumkit kv`` read).
 """
 
@@ -20,8 +21,11 @@ from typing import Any
 
 from quorumkit.errors import ConfigError
 from quorumkit.net.framing import write_key
+from quorumkit.net.tls import write_cluster_certs
 
 CLUSTER_FILE = "cluster.json"
+#: where ``cluster up --tls`` keeps the cluster's CA and the nodes' certificates
+TLS_DIR = "tls"
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,7 @@ def node_command(
     protocol: str,
     key_file: Path | None,
     extra: list[str],
+    tls_dir: Path | None = None,
 ) -> list[str]:
     peers = ",".join(f"{s.node_id}={s.peer}" for s in specs)
     cmd = [
@@ -85,6 +90,15 @@ def node_command(
     ]
     if key_file is not None:
         cmd += ["--cluster-key", str(key_file)]
+    if tls_dir is not None:
+        cmd += [
+            "--tls-cert",
+            str(tls_dir / f"{spec.node_id}.pem"),
+            "--tls-key",
+            str(tls_dir / f"{spec.node_id}.key"),
+            "--tls-ca",
+            str(tls_dir / "ca.pem"),
+        ]
     return cmd + extra
 
 
@@ -166,8 +180,11 @@ class LocalCluster:
         protocol: str = "raft",
         extra_args: list[str] | None = None,
         authenticated: bool = True,
+        tls: bool = False,
     ) -> None:
         self.specs = plan(nodes, base_port)
+        #: mutual TLS between the nodes, with certificates in ``<data_dir>/tls``
+        self.tls_dir = data_dir / TLS_DIR if tls else None
         self.data_dir = data_dir
         self.protocol = protocol
         self.extra = extra_args or []
@@ -182,6 +199,8 @@ class LocalCluster:
             if not key_file.exists():
                 write_key(key_file)
         write_cluster_file(self.data_dir, self.specs, self.protocol)
+        if self.tls_dir is not None:  # a CA and a certificate per node, made once
+            write_cluster_certs(self.tls_dir, [s.node_id for s in self.specs])
         if self.protocol == "pbft" and not any(a.startswith("keys=") for a in self.extra):
             keys = provision_keys(self.data_dir, [s.node_id for s in self.specs])
             self.extra = [*self.extra, "--option", f"keys={keys}"]
@@ -194,7 +213,9 @@ class LocalCluster:
         spec = next(s for s in self.specs if s.node_id == node_id)
         if key_file is None and self.authenticated:
             key_file = self.data_dir / "cluster.key"
-        cmd = node_command(spec, self.specs, self.data_dir, self.protocol, key_file, self.extra)
+        cmd = node_command(
+            spec, self.specs, self.data_dir, self.protocol, key_file, self.extra, self.tls_dir
+        )
         out: Any = subprocess.DEVNULL
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)

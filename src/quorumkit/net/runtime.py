@@ -54,6 +54,7 @@ from typing import Any
 from quorumkit.errors import ConfigError
 from quorumkit.net.messages import ClientForward, ClientForwardReply
 from quorumkit.net.metrics import Metrics
+from quorumkit.net.tls import TlsFiles, own_identity, server_context
 from quorumkit.net.transport import Transport
 from quorumkit.protocol import ClientRequest, Context, Protocol
 from quorumkit.protocols import resolve_protocol
@@ -94,6 +95,8 @@ class NodeConfig:
     http: tuple[str, int] | None = None
     resp: tuple[str, int] | None = None
     key: bytes | None = None
+    #: mutual TLS between peers (certificate, key, CA); None: plain TCP
+    tls: TlsFiles | None = None
     fsync: bool = True
     fault_injection: bool = False
     request_timeout_s: float = 5.0
@@ -105,6 +108,21 @@ class NodeConfig:
                 f"--id {self.node_id} is not in --peers ({', '.join(sorted(self.peers))}): "
                 "--peers names every member, this node included"
             )
+        if self.tls is not None:
+            names = own_identity(self.tls)
+            if self.node_id not in names:
+                raise ConfigError(
+                    f"--tls-cert {self.tls.cert} is a certificate for "
+                    f"{', '.join(sorted(names)) or 'nobody'}, not for this node ({self.node_id}): "
+                    "its peers would refuse it"
+                )
+            server_context(self.tls)  # unreadable or mismatched files fail here, before start
+
+    @property
+    def peer_auth(self) -> str:
+        """How peers prove who they are: ``hmac``, ``tls``, ``hmac+tls`` or ``loopback-only``."""
+        kinds = [k for k, on in (("hmac", self.key), ("tls", self.tls)) if on]
+        return "+".join(kinds) or "loopback-only"
 
 
 #: kinds of held effects
@@ -192,7 +210,7 @@ class NodeRuntime:
         )
         self.protocol.keep_history = False  # no checker here: memory must not grow per write
         self.transport = Transport(
-            config.node_id, config.peers, self.on_peer_message, key=config.key
+            config.node_id, config.peers, self.on_peer_message, key=config.key, tls=config.tls
         )
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmdb")
         self._dirty = asyncio.Event()
@@ -480,6 +498,7 @@ class NodeRuntime:
         st["peers"] = self.transport.peer_states()
         st["dropped_frames"] = dict(self.transport.dropped)
         st["fsync"] = self.config.fsync
+        st["peer_auth"] = self.config.peer_auth
         st["uptime_s"] = round(time.time() - self.started_at, 3)
         if self.config.http:
             st["http"] = f"{self.config.http[0]}:{self.config.http[1]}"

@@ -55,11 +55,13 @@ async def serve(config: NodeConfig, ready: Any = None) -> None:
     from quorumkit.net.http import HttpFrontEnd
     from quorumkit.net.resp import RespServer
 
-    if config.key is None:
+    if config.key is None and config.tls is None:
         log.warning(
-            "cluster is UNAUTHENTICATED (no --cluster-key): peers are accepted from "
-            "loopback addresses only"
+            "cluster is UNAUTHENTICATED (no --cluster-key, no --tls-cert): peers are accepted "
+            "from loopback addresses only"
         )
+    else:
+        log.info("peers authenticate with %s", config.peer_auth)
     if not config.fsync:
         log.warning(
             "--no-fsync: acknowledged writes can be LOST on power failure or OS crash; "

@@ -9,7 +9,12 @@ Rules of this module:
 2. Every incoming frame is checked (length limit, MAC, decoding, sender) before it reaches the
    node; a bad frame closes that connection and bumps ``dropped[reason]``. The node keeps
    serving.
-3. Without a cluster key, only peers on loopback addresses are accepted.
+3. Without a cluster key or mutual TLS, only peers on loopback addresses are accepted.
+   With mutual TLS (``tls``, see :mod:`quorumkit.net.tls`) both ends verify the other's
+   certificate: a connection to a peer whose certificate does not name that peer is closed,
+   and a frame whose sender is not the node named by the connection's certificate closes the
+   connection (``dropped["tls_identity_mismatch"]``). A failed handshake closes the
+   connection and counts ``tls_handshake_failed``.
 4. Fault injection (for tests, as etcd's failpoints): frames to or from named peers can be
    dropped or delayed.
 5. Frames sent during one turn of the event loop leave together: one write per peer at the
@@ -28,6 +33,7 @@ import contextlib
 import ipaddress
 import logging
 import random
+import ssl
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -40,12 +46,17 @@ from quorumkit.net.framing import (
     frame_encoded,
     parse_frame,
 )
+from quorumkit.net.tls import TlsFiles, certificate_names, client_context, server_context
 
 log = logging.getLogger("quorumkit.transport")
 
 
 #: bytes a connection may hold unsent before frames to that peer are dropped
 MAX_UNSENT_BYTES = 32 * 1024 * 1024
+#: seconds a TLS handshake may take before the connection is given up
+TLS_HANDSHAKE_TIMEOUT_S = 3.0
+#: buffer limit of an incoming peer stream
+STREAM_LIMIT = 1 << 20
 
 
 _SCALARS: Final = frozenset({int, str, bytes, bool, type(None)})
@@ -88,6 +99,28 @@ class _Peer:
         self.task: asyncio.Task[None] | None = None
 
 
+class _TlsPeerStream(asyncio.StreamReaderProtocol):
+    """An accepted peer connection on a TLS server. The loop makes it when the TCP connection
+    arrives and connects it when the TLS handshake succeeds; one still unconnected after the
+    handshake timeout failed its handshake and is counted (rule 3: asyncio and uvloop drop a
+    failed server-side handshake without telling the server's protocol)."""
+
+    def __init__(self, owner: Transport) -> None:
+        super().__init__(asyncio.StreamReader(limit=STREAM_LIMIT), owner._serve)
+        self._handshaken = False
+        loop = asyncio.get_running_loop()
+        loop.call_later(TLS_HANDSHAKE_TIMEOUT_S + 0.5, self._check, owner)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._handshaken = True
+        super().connection_made(transport)
+
+    def _check(self, owner: Transport) -> None:
+        if not self._handshaken and not owner._closing:
+            owner.count("tls_handshake_failed")
+            log.warning("peer connection refused: no TLS handshake with a certificate of the CA")
+
+
 class Transport:
     def __init__(
         self,
@@ -98,12 +131,17 @@ class Transport:
         key: bytes | None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         queue_limit: int = 4096,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.node_id = node_id
         self.addresses = dict(peers)
         self.members = frozenset(peers)
         self.on_message = on_message
         self.key = key
+        self.tls = tls
+        # contexts are made here, so that bad files fail before the node starts (ConfigError)
+        self._server_tls = server_context(tls) if tls else None
+        self._client_tls = client_context(tls) if tls else None
         self.max_frame_bytes = max_frame_bytes
         self.queue_limit = queue_limit
         self.peers = {p: _Peer(p, h, port) for p, (h, port) in peers.items() if p != node_id}
@@ -123,7 +161,17 @@ class Transport:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._serve, host, port, limit=1 << 20)
+        if self._server_tls is None:
+            self.server = await asyncio.start_server(self._serve, host, port, limit=STREAM_LIMIT)
+        else:
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_server(
+                lambda: _TlsPeerStream(self),
+                host,
+                port,
+                ssl=self._server_tls,
+                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+            )
         for peer in self.peers.values():
             peer.task = asyncio.create_task(self._sender(peer), name=f"send-{peer.node_id}")
 
@@ -212,10 +260,27 @@ class Transport:
         backoff = 0.02
         while not self._closing:
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(peer.host, peer.port), timeout=2.0
-                )
+                reader, writer = await asyncio.wait_for(self._dial(peer), timeout=2.0)
+            except ssl.SSLError as exc:
+                self.count("tls_handshake_failed")
+                log.warning("TLS handshake with %s failed: %s", peer.node_id, exc)
+                writer = None
             except (TimeoutError, OSError):
+                writer = None
+            if writer is not None and self._client_tls is not None:
+                names = certificate_names(writer.get_extra_info("peercert"))
+                if peer.node_id not in names:
+                    self.count("tls_identity_mismatch")
+                    log.warning(
+                        "peer %s at %s:%d presented a certificate for %s: not connecting",
+                        peer.node_id,
+                        peer.host,
+                        peer.port,
+                        ", ".join(sorted(names)) or "nobody",
+                    )
+                    writer.close()
+                    writer = None
+            if writer is None:
                 peer.connected = False
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 1.0)
@@ -240,9 +305,19 @@ class Transport:
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
 
+    async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self._client_tls is None:
+            return await asyncio.open_connection(peer.host, peer.port)
+        return await asyncio.open_connection(
+            peer.host,
+            peer.port,
+            ssl=self._client_tls,
+            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+        )
+
     # ------------------------------------------------------------------ receiving
     def _allowed(self, writer: asyncio.StreamWriter) -> bool:
-        if self.key:
+        if self.key or self.tls:
             return True
         peer = writer.get_extra_info("peername")
         try:
@@ -260,6 +335,9 @@ class Transport:
             writer.close()
             return
         self._conns.add(writer)
+        identity = None
+        if self._server_tls is not None:
+            identity = certificate_names(writer.get_extra_info("peercert"))
         try:
             while True:
                 header = await reader.readexactly(LENGTH.size)
@@ -267,6 +345,12 @@ class Transport:
                 check_length(length, self.max_frame_bytes, self.key)
                 payload = await reader.readexactly(length)
                 frame = parse_frame(payload, self.key, self.node_id, self.members)
+                if identity is not None and frame.src not in identity:
+                    raise FrameError(
+                        "tls_identity_mismatch",
+                        f"frame from {frame.src} on a connection whose certificate names "
+                        f"{', '.join(sorted(identity)) or 'nobody'}",
+                    )
                 if frame.src in self.drop_peers:
                     self.count("fault_injected")
                     continue
