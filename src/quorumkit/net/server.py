@@ -60,8 +60,7 @@ async def serve(config: NodeConfig, ready: Any = None) -> None:
             "cluster is UNAUTHENTICATED (no --cluster-key, no --tls-cert): peers are accepted "
             "from loopback addresses only"
         )
-    else:
-        log.info("peers authenticate with %s", config.peer_auth)
+
     if not config.fsync:
         log.warning(
             "--no-fsync: acknowledged writes can be LOST on power failure or OS crash; "
@@ -84,9 +83,10 @@ async def serve(config: NodeConfig, ready: Any = None) -> None:
             resp = RespServer(rt.execute, info=rt.status)
             await resp.start(*config.resp)
         log.info(
-            "%s serving: peers %s, http %s, resp %s",
+            "%s serving: peers %s (authenticated by %s), http %s, resp %s",
             config.node_id,
             config.peers[config.node_id],
+            config.peer_auth,
             config.http,
             config.resp,
         )
