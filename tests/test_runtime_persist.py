@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from quorumkit.net import runtime as runtime_module
 from quorumkit.net.runtime import NodeConfig, NodeRuntime
 from quorumkit.protocol import ClientRequest
 from quorumkit.protocols.raft import AppendEntries, RaftConfig, Role
@@ -203,6 +204,15 @@ def run(main: Callable[[], Any]) -> Any:
     return asyncio.run(main())
 
 
+@pytest.fixture
+def leader_commits_on_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate holds the leader's commit on its worker thread. With few requests waiting a
+    leader commits on its loop (runtime rule 5), where a held gate would stop all three nodes
+    of these one-loop tests: make every leader commit go to the thread."""
+    monkeypatch.setattr(runtime_module, "LEADER_INLINE_MAX_WAITING", -1)
+
+
+@pytest.mark.usefixtures("leader_commits_on_thread")
 def test_a_write_commits_on_two_durable_followers_while_the_leaders_commit_is_held(
     tmp_path: Path,
 ) -> None:
@@ -227,6 +237,7 @@ def test_a_write_commits_on_two_durable_followers_while_the_leaders_commit_is_he
     run(main)
 
 
+@pytest.mark.usefixtures("leader_commits_on_thread")
 def test_with_one_follower_down_a_write_waits_for_the_leaders_own_durable_copy(
     tmp_path: Path,
 ) -> None:
@@ -303,5 +314,41 @@ def test_acknowledged_writes_survive_a_restart_of_every_node(tmp_path: Path, fsy
         finally:
             for rt in nodes.values():
                 await rt.stop()
+
+    run(main)
+
+
+def test_a_leader_commits_on_its_loop_when_idle_and_on_its_thread_when_busy(
+    tmp_path: Path,
+) -> None:
+    """Runtime rule 5: one request waiting, the leader's fsync runs on the loop (no thread
+    hand-off); many waiting, on the worker thread (the loop serves clients meanwhile)."""
+
+    async def main() -> None:
+        nodes, _ = await three_nodes(tmp_path)
+        try:
+            lead = await until(lambda: leader_of(nodes), "a leader with its no-op committed")
+            rt = nodes[lead]
+            where: list[str] = []
+            commit = rt.storage.commit
+
+            def spy(batch: Any) -> None:
+                where.append(threading.current_thread().name)
+                commit(batch)
+
+            rt.storage.commit = spy  # type: ignore[method-assign]
+            for i in range(3):  # one at a time
+                assert await asyncio.wait_for(rt.execute(("put", f"a{i}", "v")), 20) is None
+            alone = list(where)
+            where.clear()
+            many = [rt.execute(("put", f"b{i}", "v")) for i in range(40)]
+            assert await asyncio.wait_for(asyncio.gather(*many), 20) == [None] * 40
+            loop_thread = threading.current_thread().name
+            assert alone and set(alone) == {loop_thread}, alone
+            assert any(name != loop_thread for name in where), where
+        finally:
+            for node in nodes.values():
+                with contextlib.suppress(Exception):
+                    await node.stop()
 
     run(main)
