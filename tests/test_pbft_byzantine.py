@@ -558,18 +558,11 @@ def test_a_replica_that_missed_the_checkpoint_messages_catches_up() -> None:
     assert w.nodes["n3"].last_executed == 9
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: viewchange._help_behind (rule 5) relays the NEW-VIEW it installed with "
-    "ctx.send, but a NEW-VIEW names its primary as sender, and on_message drops any message "
-    "whose sender is not its network source: a relay from a replica other than the primary "
-    "arrives as dropped['wrong_sender'] and never helps. It also shows up as 'wrong_sender' "
-    "drops in runs without any forger (the campaign's silent, stale-view, twins rows). Fix: "
-    "relay it inside a StateTransfer (which carries new_view and is the relayer's own), or "
-    "exempt NEW-VIEW from the sender check (it proves itself: the primary's signature and 2f+1 "
-    "signed view changes).",
-)
 def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
+    """Fixed core bug: viewchange._help_behind (rule 5) relays the NEW-VIEW it installed, but
+    on_message dropped any message whose sender is not its network source, so a relay from a
+    replica other than the primary arrived as dropped['wrong_sender'] and never helped. A
+    NEW-VIEW may now come from any member (it proves itself: the primary's signature)."""
     w = Wire()
     w.down.add("n1")
     w.client("n2", ("put", "k", "v"))
@@ -584,3 +577,30 @@ def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
     w.run(drop=lambda s, d, m: s == "n2" and d == "n3")
     assert w.nodes["n3"].dropped.get("wrong_sender", 0) == 0
     assert (w.nodes["n3"].view, w.nodes["n3"].active) == (1, True)
+
+
+def test_a_relayed_new_view_still_needs_the_primarys_signature() -> None:
+    """The relay exemption is about who carries a NEW-VIEW, not who made it: one re-signed by
+    the relaying backup (sender still the primary) is dropped."""
+    w = Wire()
+    w.down.add("n1")
+    w.client("n2", ("put", "k", "v"))
+    w.fire("n2", "lane:0")
+    w.run()
+    for m in ("n2", "n3", "n4"):
+        w.fire(m, "view_change")
+    captured: list[NewView] = []
+
+    def keep(s: str, d: str, m: Any) -> bool:
+        if isinstance(m, NewView) and d == "n3":
+            captured.append(m)
+            return True
+        return False
+
+    w.run(drop=keep)
+    assert captured and (w.nodes["n3"].view, w.nodes["n3"].active) == (1, False)
+    forged = w.nodes["n4"].sign(captured[0])  # n4's signature, the primary n2 as sender
+    assert forged.sender == "n2"
+    w.nodes["n3"].on_message(FakeContext("n3", ("n1", "n2", "n3", "n4")), "n4", forged)
+    assert w.nodes["n3"].dropped.get("bad_signature", 0) == 1
+    assert w.nodes["n3"].active is False

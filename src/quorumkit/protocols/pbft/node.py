@@ -9,6 +9,9 @@ Rules of this module:
 2. Every message carries its ``sender`` and an Ed25519 ``signature`` (crypto.py). A received
    message whose sender is not the network source, whose signature fails, or whose certificate
    names one replica twice is dropped and counted in ``dropped``; nothing a peer sends raises.
+   One exception to the source check: a NEW-VIEW may come from any member, because replicas
+   relay it to one that missed it (viewchange.py rule 5) and it proves itself (the new
+   primary's signature over 2f + 1 signed view changes, checked whoever relays it).
    Signatures are verified lazily - only when the message can still change something - and each
    verification result is cached by the message's encoding (``verifications`` counts them).
    With ``auth="mac"`` the normal-case messages carry authenticator vectors instead (auth.py):
@@ -470,7 +473,7 @@ class PbftNode(Protocol):
             return
         if type(msg) is not Request:
             sender = msg.sender
-            if sender != src:
+            if sender != src and not (type(msg) is NewView and src in self.member_set):
                 self.drop("wrong_sender")
                 return
             if sender not in self.member_set or sender == self.node_id:
