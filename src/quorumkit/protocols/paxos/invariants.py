@@ -50,9 +50,9 @@ class PaxosChecker(InvariantChecker):
         #: slot -> (value, node) of the first node seen to learn it decided
         self.decided: dict[int, tuple[Value, str]] = {}
         self.applied: dict[int, tuple[Value, str]] = {}
-        self._log_token: dict[str, int] = {}
-        self._decided_cursor: dict[str, tuple[int, int]] = {}
-        self._apply_cursor: dict[str, tuple[int, int]] = {}
+        self._log_token: dict[str, object] = {}
+        self._decided_cursor: dict[str, tuple[object, int]] = {}
+        self._apply_cursor: dict[str, tuple[object, int]] = {}
 
     def check(self, nodes: Mapping[str, Any]) -> None:
         majority = len(nodes) // 2 + 1
@@ -81,8 +81,8 @@ class PaxosChecker(InvariantChecker):
     # "only a single value is chosen" (section 2.1).
     def _record_acceptances(self, node_id: str, node: PaxosNode, majority: int) -> None:
         log = node.log
-        token = id(node)
-        if self._log_token.get(node_id) != token:
+        token = node  # a restarted node is a new object; id() of a freed one may be reused
+        if self._log_token.get(node_id) is not token:
             self._log_token[node_id] = token
             start = log.start
         else:
@@ -130,9 +130,9 @@ class PaxosChecker(InvariantChecker):
     # Section 2.1: "a process never learns that a value has been chosen unless it actually
     # has been"; so learners agree on every decided slot, and with the chosen value.
     def _record_decisions(self, node_id: str, node: PaxosNode) -> None:
-        token = id(node)
+        token = node  # a restarted node is a new object; id() of a freed one may be reused
         cursor = self._decided_cursor.get(node_id)
-        done = cursor[1] if cursor is not None and cursor[0] == token else 0
+        done = cursor[1] if cursor is not None and cursor[0] is token else 0
         upto = node.commit
         if upto <= done:
             return
@@ -162,9 +162,9 @@ class PaxosChecker(InvariantChecker):
 
     # Section 3: every server executes the same sequence of commands.
     def _record_applies(self, node_id: str, node: PaxosNode) -> None:
-        token = id(node)
+        token = node  # a restarted node is a new object; id() of a freed one may be reused
         cursor = self._apply_cursor.get(node_id)
-        pos = cursor[1] if cursor is not None and cursor[0] == token else 0
+        pos = cursor[1] if cursor is not None and cursor[0] is token else 0
         applied = node.applied
         for slot, value in applied[pos:]:
             first = self.applied.setdefault(slot, (value, node_id))

@@ -27,10 +27,14 @@ CHECKPOINT_AGREEMENT = "checkpoint agreement"
 
 
 class _Cursor:
-    __slots__ = ("committed", "executed", "last_seq", "prepared", "states", "token")
+    """How far the checker has read one replica object's logs. It holds the replica itself, not
+    its ``id()``: a restarted replica is a new object, and CPython may give a new object the
+    id of a freed one, which would carry the old cursor over to the new logs."""
 
-    def __init__(self, token: int) -> None:
-        self.token = token
+    __slots__ = ("committed", "executed", "last_seq", "node", "prepared", "states")
+
+    def __init__(self, node: object) -> None:
+        self.node = node
         self.executed = 0
         self.prepared = 0
         self.committed = 0
@@ -69,8 +73,8 @@ class PbftChecker(InvariantChecker):
             if node is None or node.is_byzantine or not hasattr(node, "executed"):
                 continue
             cur = self._cursors.get(node_id)
-            if cur is None or cur.token != id(node):
-                cur = self._cursors[node_id] = _Cursor(id(node))
+            if cur is None or cur.node is not node:
+                cur = self._cursors[node_id] = _Cursor(node)
             if len(node.prepared_log) != cur.prepared:
                 self._check_prepared(node_id, node, cur)
             if len(node.committed_log) != cur.committed:

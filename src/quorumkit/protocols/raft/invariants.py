@@ -50,9 +50,9 @@ class RaftChecker(InvariantChecker):
         self.commit_term: dict[int, int] = {}
         self.max_committed = 0
         self.applied: dict[int, LogEntry] = {}
-        self._commit_cursor: dict[str, tuple[int, int]] = {}
-        self._apply_cursor: dict[str, tuple[int, int]] = {}
-        self._leader_checked: dict[str, tuple[int, int, int]] = {}
+        self._commit_cursor: dict[str, tuple[object, int]] = {}
+        self._apply_cursor: dict[str, tuple[object, int]] = {}
+        self._leader_checked: dict[str, tuple[object, int, int]] = {}
         self.vote_of: dict[tuple[str, int], str] = {}
 
     def check(self, nodes: Mapping[str, Any]) -> None:
@@ -95,9 +95,10 @@ class RaftChecker(InvariantChecker):
                 )
         if log.last_index > log.snapshot_index:
             self.leader_tail[key] = (log.last_index, log.entry(log.last_index))
-        token = (id(node), term)
         checked = self._leader_checked.get(node_id)
-        start = checked[2] if checked is not None and checked[:2] == token else 0
+        start = (
+            checked[2] if checked is not None and checked[0] is node and checked[1] == term else 0
+        )
         for index in range(max(start + 1, log.first_index), self.max_committed + 1):
             want = self.committed.get(index)
             if want is None or self.commit_term[index] >= term:
@@ -108,7 +109,7 @@ class RaftChecker(InvariantChecker):
                     f"leader {node_id} of term {term} lacks committed entry {index} "
                     f"(term {want.term})",
                 )
-        self._leader_checked[node_id] = (*token, max(self.max_committed, start))
+        self._leader_checked[node_id] = (node, term, max(self.max_committed, start))
 
     # Figure 2 (RequestVote receiver, step 2) and section 5.2: "each server will vote for at
     # most one candidate in a given term" - across restarts, since votedFor is persistent.
@@ -154,9 +155,9 @@ class RaftChecker(InvariantChecker):
     # Figure 3: "if a server has applied a log entry at a given index to its state machine, no
     # other server will ever apply a different log entry for the same index"
     def _record_commits(self, node_id: str, node: RaftNode) -> None:
-        token = id(node)
+        token = node  # a restarted node is a new object; id() of a freed one may be reused
         cursor = self._commit_cursor.get(node_id)
-        done = cursor[1] if cursor is not None and cursor[0] == token else 0
+        done = cursor[1] if cursor is not None and cursor[0] is token else 0
         log = node.log
         upto = node.commit_index
         if upto <= done:
@@ -176,9 +177,9 @@ class RaftChecker(InvariantChecker):
         self._commit_cursor[node_id] = (token, upto)
 
     def _record_applies(self, node_id: str, node: RaftNode) -> None:
-        token = id(node)
+        token = node  # a restarted node is a new object; id() of a freed one may be reused
         cursor = self._apply_cursor.get(node_id)
-        pos = cursor[1] if cursor is not None and cursor[0] == token else 0
+        pos = cursor[1] if cursor is not None and cursor[0] is token else 0
         applied = node.applied_entries
         for index, entry in applied[pos:]:
             known = self.applied.setdefault(index, entry)
