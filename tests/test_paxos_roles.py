@@ -389,7 +389,9 @@ def test_catch_up_is_answered_from_the_log():
 def test_a_lagging_replica_catches_up_from_a_chunked_snapshot_then_from_the_log():
     """Log truncation: slots up to the snapshot are gone from the leader; a replica that needs
     them gets the snapshot (in chunks), then the decided slots after it."""
-    leader, lctx = _leader_with_decided(9, snapshot_threshold=4, snapshot_chunk_bytes=16)
+    leader, lctx = _leader_with_decided(
+        9, snapshot_threshold=4, snapshot_expansion=0, snapshot_chunk_bytes=16
+    )
     assert leader.log.snapshot_index == 8
     assert lctx.storage.load().log_start == 9
     follower, fctx = new_node("n3")
@@ -521,7 +523,7 @@ def test_status_has_the_generic_keys():
 
 
 def test_a_restart_recovers_from_the_snapshot_and_the_slots_after_it():
-    node, ctx = _leader_with_decided(9, snapshot_threshold=4)
+    node, ctx = _leader_with_decided(9, snapshot_threshold=4, snapshot_expansion=0)
     digest = node.state_digest()
     node, ctx = restart(node, ctx)
     assert node.log.snapshot_index == 8 and node.commit == 9

@@ -74,6 +74,10 @@ class KVStateMachine:
         self.max_sessions = max_sessions
         self.applied_commands = 0
 
+    def size(self) -> int:
+        """Items a snapshot holds: keys and client sessions (O(1))."""
+        return len(self.data) + len(self.sessions)
+
     # ------------------------------------------------------------------ apply
     def apply(self, command: Any) -> Any:
         """Apply one committed command; return its result. Never raises on bad input."""

@@ -43,6 +43,11 @@ class PaxosConfig:
     max_pending: int = 10_000
     #: take a snapshot once this many slots were applied since the last one (0: never)
     snapshot_threshold: int = 1000
+    #: and once the slots applied since the last snapshot are at least this many times the
+    #: items (keys, client sessions) that snapshot held: a snapshot then costs at most about
+    #: this much per slot written however large the state (Raft dissertation 5.1.3:
+    #: snapshot when the log outgrows the previous snapshot; 0: by count only)
+    snapshot_expansion: float = 1.0
     snapshot_chunk_bytes: int = 64 * 1024
     unsafe: frozenset[str] = field(default_factory=frozenset)
 
@@ -62,6 +67,12 @@ class PaxosConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.snapshot_threshold < 0:
             raise ConfigError("snapshot_threshold must be >= 0")
+        if isinstance(self.snapshot_expansion, bool) or not (
+            isinstance(self.snapshot_expansion, (int, float)) and 0 <= self.snapshot_expansion
+        ):
+            raise ConfigError(
+                f"snapshot_expansion must be a number >= 0, got {self.snapshot_expansion!r}"
+            )
         unknown = set(self.unsafe) - set(UNSAFE_VARIANTS)
         if unknown:
             raise ConfigError(

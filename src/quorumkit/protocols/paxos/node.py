@@ -122,6 +122,8 @@ class PaxosNode(Protocol):
         self.commit = 0
         self.last_applied = 0
         self.sm = KVStateMachine()
+        #: items (keys, sessions) of the latest snapshot: when to take the next one
+        self.snapshot_items = 0
         self.applied: list[tuple[int, Value]] = []
         self.last_snapshot: Snapshot | None = None
         self._incoming = bytearray()
@@ -213,6 +215,7 @@ class PaxosNode(Protocol):
             self.log.start = snap.upto + 1
             self.commit = self.last_applied = snap.upto
             self.last_snapshot = snap
+            self.snapshot_items = self.sm.size()
         if stored.log_start != self.log.start:
             raise InvariantViolation(
                 "storage",
@@ -730,6 +733,7 @@ class PaxosNode(Protocol):
         self.sm.restore(snap.data)
         self.commit = self.last_applied = snap.upto
         self.last_snapshot = snap
+        self.snapshot_items = self.sm.size()
         ctx.trace("install_snapshot", index=snap.upto)
 
     # ------------------------------------------------------------------ applying
@@ -833,7 +837,12 @@ class PaxosNode(Protocol):
     # ------------------------------------------------------------------ snapshots
     def _maybe_snapshot(self, ctx: Context) -> None:
         threshold = self.cfg.snapshot_threshold
-        if threshold and self.last_applied - self.log.snapshot_index >= threshold:
+        since = self.last_applied - self.log.snapshot_index
+        if (
+            threshold
+            and since >= threshold
+            and since >= self.cfg.snapshot_expansion * self.snapshot_items
+        ):
             self.take_snapshot(ctx)
 
     def take_snapshot(self, ctx: Context) -> None:
@@ -846,6 +855,7 @@ class PaxosNode(Protocol):
         ctx.storage.save_snapshot(snap, upto)
         self.log.compact(upto)
         self.last_snapshot = snap
+        self.snapshot_items = self.sm.size()
         ctx.trace("snapshot", index=upto)
 
     # ------------------------------------------------------------------ public surface

@@ -141,6 +141,8 @@ class RaftNode(Protocol):
         self.lease_acks: dict[str, float] = {}
         # the state machine, what was applied, and snapshots
         self.sm = KVStateMachine()
+        #: items (keys, sessions) of the latest snapshot: when to take the next one
+        self.snapshot_items = 0
         self.applied_entries: list[tuple[int, LogEntry]] = []
         self.last_snapshot: Snapshot | None = None
         self._incoming_snapshot: bytearray = bytearray()
@@ -222,6 +224,7 @@ class RaftNode(Protocol):
             self.snapshot_membership = snap.membership
             self.commit_index = self.last_applied = snap.last_included_index
             self.last_snapshot = snap
+            self.snapshot_items = self.sm.size()
         if stored.log_start != self.log.first_index:
             raise InvariantViolation(
                 "storage",
@@ -880,7 +883,12 @@ class RaftNode(Protocol):
     # ------------------------------------------------------------------ snapshots (7)
     def _maybe_snapshot(self, ctx: Context) -> None:
         threshold = self.cfg.snapshot_threshold
-        if threshold and self.last_applied - self.log.snapshot_index >= threshold:
+        since = self.last_applied - self.log.snapshot_index
+        if (
+            threshold
+            and since >= threshold
+            and since >= self.cfg.snapshot_expansion * self.snapshot_items
+        ):
             self.take_snapshot(ctx)
 
     def take_snapshot(self, ctx: Context) -> None:
@@ -897,6 +905,7 @@ class RaftNode(Protocol):
         self.snapshot_membership = snap.membership
         self.configs = [(i, m) for i, m in self.configs if i > index]
         self.last_snapshot = snap
+        self.snapshot_items = self.sm.size()
         ctx.trace("snapshot", index=index)
 
     def _start_snapshot(self, ctx: Context, peer: str, pr: Progress) -> None:
@@ -985,6 +994,7 @@ class RaftNode(Protocol):
         self.snapshot_membership = m.membership
         self.sm.restore(data)
         self.last_snapshot = snap
+        self.snapshot_items = self.sm.size()
         self.commit_index = max(self.commit_index, index)
         self.last_applied = index
         ctx.trace("install_snapshot", index=index)
