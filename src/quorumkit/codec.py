@@ -18,6 +18,7 @@ Rules of this module:
 from __future__ import annotations
 
 import dataclasses
+import threading
 import types
 import typing
 from collections.abc import Callable
@@ -86,6 +87,36 @@ def registered_types() -> dict[str, type[Any]]:
 # --------------------------------------------------------------------------- encoding
 
 
+class _Packers(threading.local):
+    """One ``msgpack.Packer`` per nesting depth, per thread, reused from call to call: making
+    a Packer for every message and every nested one (``msgpack.packb``) was most of the cost
+    of encoding a small message (an AppendEntries with one entry: 17 us, against 6 us)."""
+
+    def __init__(self) -> None:
+        self.stack: list[msgpack.Packer] = []
+        self.depth = 0
+
+
+_packers = _Packers()
+
+
+def _pack(obj: Any) -> bytes:
+    local = _packers
+    depth = local.depth
+    stack = local.stack
+    if depth == len(stack):
+        stack.append(msgpack.Packer(default=_default, use_bin_type=True))
+    local.depth = depth + 1
+    try:
+        return stack[depth].pack(obj)  # type: ignore[no-any-return]
+    except BaseException:
+        # a Packer that raised mid-message may hold part of it: never reuse it
+        stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)
+        raise
+    finally:
+        local.depth = depth
+
+
 def _default(obj: object) -> Any:
     cls = type(obj)
     entry = _TAGS.get(cls)
@@ -96,7 +127,7 @@ def _default(obj: object) -> Any:
     if names is None:  # dataclasses.fields() per nested message cost ~5% of a leader's CPU
         names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(obj))  # type: ignore[arg-type]
     values = [tag, version, *(getattr(obj, name) for name in names)]
-    return msgpack.ExtType(EXT_MESSAGE, msgpack.packb(values, default=_default, use_bin_type=True))
+    return msgpack.ExtType(EXT_MESSAGE, _pack(values))
 
 
 def encode(obj: Any) -> bytes:
@@ -105,7 +136,7 @@ def encode(obj: Any) -> bytes:
     Raises :class:`ConfigError` when the value cannot be encoded (the caller's fault).
     """
     try:
-        return msgpack.packb(obj, default=_default, use_bin_type=True)  # type: ignore[no-any-return]
+        return _pack(obj)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"value is not wire-encodable: {exc}") from None
 
@@ -276,14 +307,17 @@ class _Decoder:
             fields = values[2:]
             if len(fields) != len(validators):
                 raise DecodeError(f"{tag}: expected {len(validators)} fields, got {len(fields)}")
-            kwargs = {}
-            for (name, check), value in zip(validators, fields, strict=True):
-                try:
-                    kwargs[name] = check(value)
-                except DecodeError as exc:
-                    raise DecodeError(f"{tag}.{name}: {exc}") from None
             try:
-                return cls(**kwargs)
+                args = [check(value) for (_, check), value in zip(validators, fields, strict=True)]
+            except DecodeError:  # say which field (the slow path, for bad input only)
+                for (name, check), value in zip(validators, fields, strict=True):
+                    try:
+                        check(value)
+                    except DecodeError as exc:
+                        raise DecodeError(f"{tag}.{name}: {exc}") from None
+                raise
+            try:
+                return cls(*args)  # fields in declaration order, as encoded
             except (TypeError, ValueError) as exc:  # __post_init__ validation
                 raise DecodeError(f"{tag}: {exc}") from None
         finally:
