@@ -856,10 +856,18 @@ def bench(
     )
     try:  # the load generator must not be the bottleneck: uvloop when installed, as nodes do
         import uvloop
+
+        run: Any = uvloop.run
     except ImportError:  # pragma: no cover - optional speed-up
-        result = asyncio.run(run_bench(opts))
+        run = asyncio.run
+    if as_json or not console.is_terminal:
+        result = run(run_bench(opts))
     else:
-        result = uvloop.run(run_bench(opts))
+        with console.status(
+            f"{target}: {concurrency} in flight against {', '.join(eps)}, "
+            f"{warmup:g} s warm-up + {duration:g} s measured..."
+        ):
+            result = run(run_bench(opts))
     if as_json:
         typer.echo(json.dumps(result, sort_keys=True))
         return
