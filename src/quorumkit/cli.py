@@ -506,7 +506,9 @@ def keygen(
     out: Annotated[
         str | None,
         typer.Option(
-            "--out", "-o", help="Where to write: a file (cluster key) or a directory (--ed25519)."
+            "--out",
+            "-o",
+            help="Where to write: a file (cluster key) or a directory (--ed25519, --tls).",
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
@@ -520,7 +522,9 @@ def keygen(
     ] = False,
     ids: Annotated[
         str | None,
-        typer.Option("--ids", help="With --ed25519: replica ids, comma-separated (n1,n2,...)."),
+        typer.Option(
+            "--ids", help="With --ed25519 or --tls: node ids, comma-separated (n1,n2,...)."
+        ),
     ] = None,
     clients: Annotated[
         str | None,
