@@ -558,11 +558,9 @@ def test_a_replica_that_missed_the_checkpoint_messages_catches_up() -> None:
     assert w.nodes["n3"].last_executed == 9
 
 
-def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
-    """Fixed core bug: viewchange._help_behind (rule 5) relays the NEW-VIEW it installed, but
-    on_message dropped any message whose sender is not its network source, so a relay from a
-    replica other than the primary arrived as dropped['wrong_sender'] and never helped. A
-    NEW-VIEW may now come from any member (it proves itself: the primary's signature)."""
+def _view_change_from_a_silent_primary(drop: Any) -> Wire:
+    """n1 (the primary of view 0) is down with a request pending at n2; n2, n3 and n4 change
+    to view 1 while ``drop`` decides which messages are lost."""
     w = Wire()
     w.down.add("n1")
     w.client("n2", ("put", "k", "v"))
@@ -570,7 +568,18 @@ def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
     w.run()
     for m in ("n2", "n3", "n4"):
         w.fire(m, "view_change")
-    w.run(drop=lambda s, d, m: isinstance(m, NewView) and d == "n3")  # n3 misses it
+    w.run(drop=drop)
+    return w
+
+
+def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
+    """Fixed core bug: viewchange._help_behind (rule 5) relays the NEW-VIEW it installed, but
+    on_message dropped any message whose sender is not its network source, so a relay from a
+    replica other than the primary arrived as dropped['wrong_sender'] and never helped. A
+    NEW-VIEW may now come from any member (it proves itself: the primary's signature)."""
+    w = _view_change_from_a_silent_primary(
+        drop=lambda s, d, m: isinstance(m, NewView) and d == "n3"  # n3 misses it
+    )
     assert (w.nodes["n3"].view, w.nodes["n3"].active) == (1, False)
     # n2 (the new primary) is cut off from n3 now; n3 retransmits its view change, n4 answers
     w.fire("n3", "status")
@@ -582,13 +591,6 @@ def test_a_replica_that_missed_the_new_view_gets_it_from_any_replica() -> None:
 def test_a_relayed_new_view_still_needs_the_primarys_signature() -> None:
     """The relay exemption is about who carries a NEW-VIEW, not who made it: one re-signed by
     the relaying backup (sender still the primary) is dropped."""
-    w = Wire()
-    w.down.add("n1")
-    w.client("n2", ("put", "k", "v"))
-    w.fire("n2", "lane:0")
-    w.run()
-    for m in ("n2", "n3", "n4"):
-        w.fire(m, "view_change")
     captured: list[NewView] = []
 
     def keep(s: str, d: str, m: Any) -> bool:
@@ -597,7 +599,7 @@ def test_a_relayed_new_view_still_needs_the_primarys_signature() -> None:
             return True
         return False
 
-    w.run(drop=keep)
+    w = _view_change_from_a_silent_primary(drop=keep)
     assert captured and (w.nodes["n3"].view, w.nodes["n3"].active) == (1, False)
     forged = w.nodes["n4"].sign(captured[0])  # n4's signature, the primary n2 as sender
     assert forged.sender == "n2"
