@@ -169,6 +169,19 @@ def test_a_failed_encoding_leaves_no_trace_in_the_next_one():
         assert decode(encode(Anything((good, good)))) == Anything((good, good))
 
 
+def test_a_packer_that_packed_a_large_message_is_not_kept():
+    """A reused Packer keeps a buffer as large as the largest message it packed: one that
+    packed a snapshot-sized message is replaced, one that packed a small message is kept."""
+    encode(SAMPLES[0])
+    small = codec_module._packers.stack[0]
+    encode(SAMPLES[0])
+    assert codec_module._packers.stack[0] is small
+    big = Anything({"blob": b"x" * (2 << 20)})
+    assert decode(encode(big)) == big
+    assert codec_module._packers.stack[0] is not small
+    assert decode(encode(SAMPLES[0])) == SAMPLES[0]
+
+
 def test_encoding_from_several_threads_at_once_gives_the_same_bytes():
     import threading
 

@@ -98,6 +98,9 @@ class _Packers(threading.local):
 
 
 _packers = _Packers()
+#: a Packer keeps its buffer at the largest size it ever packed; one that packed more than this
+#: (a snapshot) is replaced, so a node does not hold a snapshot-sized buffer per depth for ever
+_KEEP_PACKER_BYTES = 1 << 20
 
 
 def _pack(obj: Any) -> bytes:
@@ -108,13 +111,16 @@ def _pack(obj: Any) -> bytes:
         stack.append(msgpack.Packer(default=_default, use_bin_type=True))
     local.depth = depth + 1
     try:
-        return stack[depth].pack(obj)  # type: ignore[no-any-return]
+        data: bytes = stack[depth].pack(obj)
     except BaseException:
         # a Packer that raised mid-message may hold part of it: never reuse it
         stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)
         raise
     finally:
         local.depth = depth
+    if len(data) > _KEEP_PACKER_BYTES:  # its buffer grew to this size: do not keep it
+        stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)
+    return data
 
 
 def _default(obj: object) -> Any:
