@@ -352,3 +352,58 @@ def test_a_leader_commits_on_its_loop_when_idle_and_on_its_thread_when_busy(
                     await node.stop()
 
     run(main)
+
+
+def test_writes_made_without_sync_start_no_commit_and_hold_back_nothing(tmp_path: Path) -> None:
+    """Runtime rule 2 and the contract's ``sync=False``: Multi-Paxos records its decided
+    prefix unsynced. That write alone starts no commit (it cost the leader a second fsync per
+    client write) and holds back no reply; it becomes durable with the next synced write."""
+
+    async def main() -> None:
+        peers = {n: ("127.0.0.1", free_port()) for n in MEMBERS}
+        nodes = {
+            n: NodeRuntime(
+                NodeConfig(
+                    node_id=n, peers=peers, data_dir=tmp_path / n, fsync=True, protocol="paxos"
+                )
+            )
+            for n in MEMBERS
+        }
+        for rt in nodes.values():
+            await rt.start()
+        try:
+
+            def paxos_leader() -> str | None:
+                leaders = [n for n, rt in nodes.items() if rt.protocol.status()["role"] == "leader"]
+                return leaders[0] if len(leaders) == 1 else None
+
+            lead = await until(paxos_leader, "a Paxos leader")
+            rt = nodes[lead]
+            assert await asyncio.wait_for(rt.execute(("put", "warm", "up")), 20) is None
+            await asyncio.sleep(0.2)  # let the leader's leftovers settle
+            commits: list[int] = []
+            commit = rt.storage.commit
+
+            def spy(batch: Any) -> None:
+                if batch.ops:  # an empty batch is no transaction
+                    commits.append(batch.ops)
+                commit(batch)
+
+            rt.storage.commit = spy  # type: ignore[method-assign]
+            decided: list[int] = []
+            for i in range(10):
+                assert await asyncio.wait_for(rt.execute(("put", f"k{i}", "v")), 20) is None
+                decided.append(rt.protocol.commit)  # type: ignore[attr-defined]
+            await asyncio.sleep(0.2)
+            # one commit per write (the acceptance), not two (acceptance, then decided prefix)
+            assert len(commits) <= 12, commits
+            # the unsynced prefix of write i became durable with write i + 1's synced write
+            durable = rt.storage.load().hard.get("commit", 0)
+            assert durable >= decided[-2], (durable, decided)
+            assert not rt.storage.pending_needs_sync
+        finally:
+            for node in nodes.values():
+                with contextlib.suppress(Exception):
+                    await node.stop()
+
+    run(main)
