@@ -55,6 +55,8 @@ log = logging.getLogger("quorumkit.transport")
 MAX_UNSENT_BYTES = 32 * 1024 * 1024
 #: seconds a TLS handshake may take before the connection is given up
 TLS_HANDSHAKE_TIMEOUT_S = 3.0
+#: seconds ``stop`` waits for the listening server to close
+STOP_WAIT_S = 2.0
 #: buffer limit of an incoming peer stream
 STREAM_LIMIT = 1 << 20
 
@@ -183,7 +185,7 @@ class Transport:
         if self.server is not None:
             self.server.close()
         for w in list(self._conns):
-            w.close()
+            w.transport.abort()  # stopping: no graceful TLS shutdown that waits for the peer
         for peer in self.peers.values():
             peer.out.clear()
         for peer in self.peers.values():
@@ -191,8 +193,9 @@ class Transport:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await peer.task
         if self.server is not None:
+            # asyncio waits here for every accepted connection to go; never hang on one
             with contextlib.suppress(Exception):
-                await self.server.wait_closed()
+                await asyncio.wait_for(self.server.wait_closed(), STOP_WAIT_S)
 
     def count(self, reason: str, n: int = 1) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + n
