@@ -1,5 +1,5 @@
-"""What every protocol's ``from_options`` does with keyword options (CLI, simulator, config
-files): refuse unknown names, and read ``unsafe`` (the names of known-unsafe variants)."""
+"""What every protocol's config does with keyword options (CLI, simulator, config files): refuse
+unknown names, read ``unsafe`` (the names of known-unsafe variants), check shared fields."""
 
 from __future__ import annotations
 
@@ -33,3 +33,9 @@ def unsafe_names(value: Any, label: str, *, comma_separated: bool = True) -> fro
     ):
         raise ConfigError(f"{label} option unsafe must be names, got {value!r}")
     return frozenset(value)
+
+
+def check_non_negative_number(name: str, value: Any) -> None:
+    """ConfigError unless ``value`` is an int or float >= 0 (a bool is not a number here)."""
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):
+        raise ConfigError(f"{name} must be a number >= 0, got {value!r}")

@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quorumkit.errors import ConfigError
-from quorumkit.protocols.options import reject_unknown_options, unsafe_names
+from quorumkit.protocols.options import (
+    check_non_negative_number,
+    reject_unknown_options,
+    unsafe_names,
+)
 
 #: Known-unsafe variants, each a planted bug the checkers must catch.
 UNSAFE_VARIANTS: dict[str, str] = {
@@ -67,12 +71,7 @@ class PaxosConfig:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.snapshot_threshold < 0:
             raise ConfigError("snapshot_threshold must be >= 0")
-        if isinstance(self.snapshot_expansion, bool) or not (
-            isinstance(self.snapshot_expansion, (int, float)) and 0 <= self.snapshot_expansion
-        ):
-            raise ConfigError(
-                f"snapshot_expansion must be a number >= 0, got {self.snapshot_expansion!r}"
-            )
+        check_non_negative_number("snapshot_expansion", self.snapshot_expansion)
         unknown = set(self.unsafe) - set(UNSAFE_VARIANTS)
         if unknown:
             raise ConfigError(
