@@ -28,7 +28,7 @@ from quorumkit.net.framing import (
     parse_frame,
 )
 from quorumkit.net.messages import ClientForward, ClientForwardReply
-from quorumkit.net.transport import Transport
+from quorumkit.net.transport import Transport, _PeerReceiver
 from quorumkit.protocols.raft.messages import AppendEntries, LogEntry, RequestVote
 
 KEY = bytes(range(32))
@@ -302,8 +302,8 @@ def test_fuzz_check_length_accepts_exactly_the_sane_lengths(length: int, keyed: 
 # ----------------------------------------------------------------------------- the transport
 
 
-class _FakeWriter:
-    """Stands in for an accepted connection's StreamWriter."""
+class _FakeConnection:
+    """Stands in for an accepted connection's asyncio transport."""
 
     def __init__(self, peer: tuple[str, int] = ("127.0.0.1", 40000)) -> None:
         self.peer = peer
@@ -312,14 +312,23 @@ class _FakeWriter:
     def get_extra_info(self, name: str) -> Any:
         return self.peer if name == "peername" else None
 
+    def is_closing(self) -> bool:
+        return self.closed
+
     def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
         self.closed = True
 
 
 def _receive(
-    stream: bytes, key: bytes | None
+    stream: bytes,
+    key: bytes | None,
+    chunk: int | None = None,
 ) -> tuple[list[tuple[str, Any]], dict[str, int], bool]:
-    """Feed ``stream`` to n2's transport as one incoming connection; what it delivered."""
+    """Feed ``stream`` to n2's transport as one incoming connection (in pieces of ``chunk``
+    bytes, as TCP may cut it, then the end of the stream); what it delivered."""
     got: list[tuple[str, Any]] = []
 
     async def main() -> tuple[dict[str, int], bool]:
@@ -330,12 +339,19 @@ def _receive(
             key=key,
             max_frame_bytes=1 << 16,
         )
-        reader = asyncio.StreamReader()
-        reader.feed_data(stream)
-        reader.feed_eof()
-        writer = _FakeWriter()
-        await asyncio.wait_for(t._serve(reader, writer), 5)  # type: ignore[arg-type]
-        return t.dropped, writer.closed
+        conn = _FakeConnection()
+        receiver = _PeerReceiver(t)
+        receiver.connection_made(conn)  # type: ignore[arg-type]
+        step = chunk or max(1, len(stream))
+        for i in range(0, len(stream), step):
+            if conn.closed:
+                break
+            receiver.data_received(stream[i : i + step])
+        if not conn.closed and not receiver.eof_received():
+            conn.close()
+        receiver.connection_lost(None)
+        assert not t._conns  # a closed connection is forgotten
+        return t.dropped, conn.closed
 
     dropped, closed = asyncio.run(main())
     return got, dropped, closed
@@ -373,7 +389,59 @@ def test_transport_counts_each_kind_of_garbage_and_delivers_nothing(
     assert closed
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64])
+def test_transport_puts_frames_together_from_any_cut_of_the_stream(chunk: int) -> None:
+    """TCP delivers bytes, not frames: a frame cut anywhere, or several frames in one read,
+    arrive whole and in order."""
+    frames = [make_frame("n1", "n2", m, KEY) for m in MESSAGES]
+    got, dropped, _ = _receive(b"".join(frames), KEY, chunk=chunk)
+    assert got == [("n1", m) for m in MESSAGES]
+    assert dropped == {}
+
+
 def test_transport_a_connection_closed_between_frames_is_not_counted() -> None:
     got, dropped, _ = _receive(make_frame("n1", "n2", MESSAGES[0], KEY), KEY)
     assert got == [("n1", MESSAGES[0])]
     assert dropped == {}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_good=st.integers(0, len(MESSAGES)),
+    garbage=st.binary(max_size=200),
+    cuts=st.lists(st.integers(1, 97), max_size=30),
+)
+def test_fuzz_the_receiver_delivers_the_valid_prefix_then_counts_one_reason(
+    n_good: int, garbage: bytes, cuts: list[int]
+) -> None:
+    """Valid frames, then anything, cut into pieces anywhere: the valid frames arrive in
+    order, nothing raises, and at most one reason is counted before the connection closes."""
+    good = [make_frame("n1", "n2", m, KEY) for m in MESSAGES[:n_good]]
+    stream = b"".join(good) + garbage
+    got: list[tuple[str, Any]] = []
+
+    async def main() -> dict[str, int]:
+        t = Transport(
+            "n2",
+            {n: ("127.0.0.1", 1) for n in MEMBERS},
+            lambda src, msg: got.append((src, msg)),
+            key=KEY,
+            max_frame_bytes=1 << 16,
+        )
+        conn = _FakeConnection()
+        receiver = _PeerReceiver(t)
+        receiver.connection_made(conn)  # type: ignore[arg-type]
+        i = 0
+        for size in [*cuts, len(stream)]:
+            if conn.closed or i >= len(stream):
+                break
+            receiver.data_received(stream[i : i + size])
+            i += size
+        if not conn.closed:
+            receiver.eof_received()
+        return t.dropped
+
+    dropped = asyncio.run(main())
+    assert got[:n_good] == [("n1", m) for m in MESSAGES[:n_good]]
+    assert len(got) == n_good  # garbage never passes the MAC (2**-256)
+    assert sum(dropped.values()) == (1 if garbage else 0)

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from quorumkit.net import wal
 from quorumkit.net.framing import LENGTH, make_frame, read_key
 from quorumkit.net.messages import ClientForward
-from quorumkit.net.transport import Transport
+from quorumkit.net.transport import Transport, _PeerReceiver
 from quorumkit.protocols.raft.messages import RequestVote
 from runtime_helpers import (
     PYTHON,
@@ -205,13 +205,18 @@ def test_a_flood_of_bad_connections_does_not_disturb_the_cluster(sec: RuntimeClu
 # -- without a cluster key: loopback peers only ------------------------------------------
 
 
-class _Writer:
+class _Connection:
+    """Stands in for an accepted connection's asyncio transport."""
+
     def __init__(self, peer: Any) -> None:
         self.peer = peer
         self.closed = False
 
     def get_extra_info(self, name: str) -> Any:
         return self.peer if name == "peername" else None
+
+    def is_closing(self) -> bool:
+        return self.closed
 
     def close(self) -> None:
         self.closed = True
@@ -243,9 +248,9 @@ def _transport(key: bytes | None) -> Transport:
     ],
 )
 def test_without_a_cluster_key_only_loopback_peers_are_accepted(peer: Any, allowed: bool) -> None:
-    assert _transport(None)._allowed(_Writer(peer)) is allowed  # type: ignore[arg-type]
+    assert _transport(None)._allowed(_Connection(peer)) is allowed  # type: ignore[arg-type]
     # with a key, every address may try (the MAC decides)
-    assert _transport(b"k" * 32)._allowed(_Writer(peer)) is True  # type: ignore[arg-type]
+    assert _transport(b"k" * 32)._allowed(_Connection(peer)) is True  # type: ignore[arg-type]
 
 
 def test_without_a_cluster_key_a_non_loopback_connection_is_closed_unread_and_counted() -> None:
@@ -254,12 +259,11 @@ def test_without_a_cluster_key_a_non_loopback_connection_is_closed_unread_and_co
     async def main() -> tuple[dict[str, int], bool]:
         peers = {n: ("127.0.0.1", 1) for n in ("n1", "n2", "n3")}
         t = Transport("n1", peers, lambda s, m: delivered.append(m), key=None)
-        reader = asyncio.StreamReader()
-        reader.feed_data(make_frame("n2", "n1", ClientForward(1, ("put", "k", "v")), None))
-        reader.feed_eof()
-        writer = _Writer(("10.1.2.3", 40000))
-        await t._serve(reader, writer)  # type: ignore[arg-type]
-        return t.dropped, writer.closed
+        conn = _Connection(("10.1.2.3", 40000))
+        receiver = _PeerReceiver(t)
+        receiver.connection_made(conn)  # type: ignore[arg-type]
+        receiver.data_received(make_frame("n2", "n1", ClientForward(1, ("put", "k", "v")), None))
+        return t.dropped, conn.closed
 
     counts, closed = asyncio.run(main())
     assert counts == {"not_loopback": 1} and closed and delivered == []

@@ -35,12 +35,13 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from quorumkit.codec import encode, is_message
 from quorumkit.net.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     LENGTH,
+    Frame,
     FrameError,
     check_length,
     frame_encoded,
@@ -57,8 +58,6 @@ MAX_UNSENT_BYTES = 32 * 1024 * 1024
 TLS_HANDSHAKE_TIMEOUT_S = 3.0
 #: seconds ``stop`` waits for the listening server to close
 STOP_WAIT_S = 2.0
-#: buffer limit of an incoming peer stream
-STREAM_LIMIT = 1 << 20
 
 
 _SCALARS: Final = frozenset({int, str, bytes, bool, type(None)})
@@ -101,26 +100,90 @@ class _Peer:
         self.task: asyncio.Task[None] | None = None
 
 
-class _TlsPeerStream(asyncio.StreamReaderProtocol):
-    """An accepted peer connection on a TLS server. The loop makes it when the TCP connection
-    arrives and connects it when the TLS handshake succeeds; one still unconnected after the
-    handshake timeout failed its handshake and is counted (rule 3: asyncio and uvloop drop a
-    failed server-side handshake without telling the server's protocol)."""
+class _PeerReceiver(asyncio.Protocol):
+    """One accepted peer connection (rule 2): frames are cut out of the bytes as they arrive
+    and handed to the node in the same callback (no stream, no task switch per frame).
+
+    On a TLS server the loop makes it when the TCP connection arrives and connects it when
+    the handshake succeeds; one still unconnected after the handshake timeout failed its
+    handshake and is counted (rule 3: asyncio and uvloop drop a failed server-side handshake
+    without telling the server's protocol)."""
 
     def __init__(self, owner: Transport) -> None:
-        super().__init__(asyncio.StreamReader(limit=STREAM_LIMIT), owner._serve)
-        self._handshaken = False
-        loop = asyncio.get_running_loop()
-        loop.call_later(TLS_HANDSHAKE_TIMEOUT_S + 0.5, self._check, owner)
+        self.owner = owner
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        #: node ids the peer's certificate names (TLS only)
+        self.identity: frozenset[str] | None = None
+        self.closed = False
+        if owner._server_tls is not None:
+            asyncio.get_running_loop().call_later(
+                TLS_HANDSHAKE_TIMEOUT_S + 0.5, self._check_handshake
+            )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._handshaken = True
-        super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, transport)  # a stream server's transport
+        owner = self.owner
+        if not owner._allowed(self.transport):
+            owner.count("not_loopback")
+            self._close()
+            return
+        if owner._closing:
+            self._close()
+            return
+        owner._conns.add(self.transport)
+        if owner._server_tls is not None:
+            self.identity = certificate_names(self.transport.get_extra_info("peercert"))
 
-    def _check(self, owner: Transport) -> None:
-        if not self._handshaken and not owner._closing:
-            owner.count("tls_handshake_failed")
+    def _check_handshake(self) -> None:
+        if self.transport is None and not self.owner._closing:
+            self.owner.count("tls_handshake_failed")
             log.warning("peer connection refused: no TLS handshake with a certificate of the CA")
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        buffer = self.buffer
+        buffer += data
+        owner = self.owner
+        start = 0
+        end = len(buffer)
+        try:
+            while end - start >= LENGTH.size:
+                (length,) = LENGTH.unpack_from(buffer, start)
+                check_length(length, owner.max_frame_bytes, owner.key)
+                stop = start + LENGTH.size + length
+                if stop > end:
+                    break
+                payload = bytes(buffer[start + LENGTH.size : stop])
+                start = stop
+                owner._deliver(parse_frame(payload, owner.key, owner.node_id, owner.members), self)
+        except FrameError as exc:
+            owner.count(exc.reason)
+            log.warning("closing peer connection: %s", exc)
+            self._close()
+            return
+        finally:
+            if start:
+                del buffer[:start]
+
+    def eof_received(self) -> bool:
+        if self.buffer:
+            self.owner.count("truncated")
+            self.buffer.clear()
+        return False  # close the connection
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.owner._conns.discard(self.transport)
+
+    def _close(self) -> None:
+        self.closed = True
+        self.buffer.clear()
+        if self.transport is not None:
+            self.owner._conns.discard(self.transport)
+            self.transport.close()
 
 
 class Transport:
@@ -156,19 +219,20 @@ class Transport:
         self.sent_frames = 0
         self.received_frames = 0
         self.server: asyncio.base_events.Server | None = None
-        self._conns: set[asyncio.StreamWriter] = set()
+        #: accepted peer connections
+        self._conns: set[asyncio.Transport] = set()
         self.drop_peers: set[str] = set()
         self.delay_s: dict[str, float] = {}
         self._closing = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
         if self._server_tls is None:
-            self.server = await asyncio.start_server(self._serve, host, port, limit=STREAM_LIMIT)
+            self.server = await loop.create_server(lambda: _PeerReceiver(self), host, port)
         else:
-            loop = asyncio.get_running_loop()
             self.server = await loop.create_server(
-                lambda: _TlsPeerStream(self),
+                lambda: _PeerReceiver(self),
                 host,
                 port,
                 ssl=self._server_tls,
@@ -184,8 +248,8 @@ class Transport:
                 peer.task.cancel()
         if self.server is not None:
             self.server.close()
-        for w in list(self._conns):
-            w.transport.abort()  # stopping: no graceful TLS shutdown that waits for the peer
+        for conn in list(self._conns):
+            conn.abort()  # stopping: no graceful TLS shutdown that waits for the peer
         for peer in self.peers.values():
             peer.out.clear()
         for peer in self.peers.values():
@@ -319,10 +383,10 @@ class Transport:
         )
 
     # ------------------------------------------------------------------ receiving
-    def _allowed(self, writer: asyncio.StreamWriter) -> bool:
+    def _allowed(self, transport: asyncio.BaseTransport) -> bool:
         if self.key or self.tls:
             return True
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         try:
             if not peer:
                 return False
@@ -332,50 +396,23 @@ class Transport:
         except ValueError:
             return False
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not self._allowed(writer):
-            self.count("not_loopback")
-            writer.close()
+    def _deliver(self, frame: Frame, conn: _PeerReceiver) -> None:
+        """Hand a verified frame to the node (or drop or delay it: fault injection)."""
+        if conn.identity is not None and frame.src not in conn.identity:
+            raise FrameError(
+                "tls_identity_mismatch",
+                f"frame from {frame.src} on a connection whose certificate names "
+                f"{', '.join(sorted(conn.identity)) or 'nobody'}",
+            )
+        if frame.src in self.drop_peers:
+            self.count("fault_injected")
             return
-        self._conns.add(writer)
-        identity = None
-        if self._server_tls is not None:
-            identity = certificate_names(writer.get_extra_info("peercert"))
-        try:
-            while True:
-                header = await reader.readexactly(LENGTH.size)
-                (length,) = LENGTH.unpack(header)
-                check_length(length, self.max_frame_bytes, self.key)
-                payload = await reader.readexactly(length)
-                frame = parse_frame(payload, self.key, self.node_id, self.members)
-                if identity is not None and frame.src not in identity:
-                    raise FrameError(
-                        "tls_identity_mismatch",
-                        f"frame from {frame.src} on a connection whose certificate names "
-                        f"{', '.join(sorted(identity)) or 'nobody'}",
-                    )
-                if frame.src in self.drop_peers:
-                    self.count("fault_injected")
-                    continue
-                self.received_frames += 1
-                delay = self.delay_s.get(frame.src)
-                if delay:
-                    asyncio.get_running_loop().call_later(
-                        delay, self.on_message, frame.src, frame.message
-                    )
-                else:
-                    self.on_message(frame.src, frame.message)
-        except asyncio.IncompleteReadError as exc:
-            if exc.partial:
-                self.count("truncated")
-        except FrameError as exc:
-            self.count(exc.reason)
-            log.warning("closing peer connection: %s", exc)
-        except (OSError, ConnectionError):
-            pass
-        finally:
-            self._conns.discard(writer)
-            writer.close()
+        self.received_frames += 1
+        delay = self.delay_s.get(frame.src)
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self.on_message, frame.src, frame.message)
+        else:
+            self.on_message(frame.src, frame.message)
 
     def peer_states(self) -> dict[str, dict[str, Any]]:
         return {
