@@ -24,6 +24,7 @@ from quorumkit.net.framing import (
     Frame,
     FrameError,
     check_length,
+    frame_mac,
     make_frame,
     parse_frame,
 )
@@ -445,3 +446,11 @@ def test_fuzz_the_receiver_delivers_the_valid_prefix_then_counts_one_reason(
     assert got[:n_good] == [("n1", m) for m in MESSAGES[:n_good]]
     assert len(got) == n_good  # garbage never passes the MAC (2**-256)
     assert sum(dropped.values()) == (1 if garbage else 0)
+
+
+def test_frame_mac_is_hmac_sha256_for_every_key_however_they_alternate() -> None:
+    keys = [bytes([i]) * 32 for i in range(20)]  # more keys than the keyed-state cache holds
+    for round_ in range(2):
+        for k in keys:
+            body = b"body %d" % round_
+            assert frame_mac(k, body) == hmac.new(k, body, hashlib.sha256).digest()

@@ -15,6 +15,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import struct
@@ -46,6 +47,22 @@ class Frame:
     message: Any
 
 
+#: one keyed HMAC state per cluster key: copying it is cheaper than keying a new one per frame
+_KEYED: dict[bytes, hmac.HMAC] = {}
+
+
+def frame_mac(key: bytes, body: bytes) -> bytes:
+    """HMAC-SHA256(key, body) (rule 2)."""
+    keyed = _KEYED.get(key)
+    if keyed is None:
+        if len(_KEYED) >= 8:  # a process talks to one cluster; never grow without bound
+            _KEYED.clear()
+        keyed = _KEYED[key] = hmac.new(key, digestmod=hashlib.sha256)
+    mac = keyed.copy()
+    mac.update(body)
+    return mac.digest()
+
+
 def make_frame(src: str, dst: str, message: Any, key: bytes | None) -> bytes:
     return frame_encoded(src, dst, encode(message), key)
 
@@ -57,7 +74,7 @@ def frame_encoded(src: str, dst: str, encoded: bytes, key: bytes | None) -> byte
     """The frame of a message already encoded with :func:`quorumkit.codec.encode` (the same
     bytes as :func:`make_frame`)."""
     body = b"".join((_ARRAY4, encode(FRAME_VERSION), encode(src), encode(dst), encoded))
-    mac = hmac.digest(key, body, "sha256") if key else b""
+    mac = frame_mac(key, body) if key else b""
     return LENGTH.pack(len(body) + len(mac)) + body + mac
 
 
@@ -72,7 +89,7 @@ def parse_frame(payload: bytes, key: bytes | None, me: str, members: frozenset[s
     """Verify and decode the bytes after the length prefix."""
     if key:
         body, mac = payload[:-MAC_BYTES], payload[-MAC_BYTES:]
-        want = hmac.digest(key, body, "sha256")
+        want = frame_mac(key, body)
         if not hmac.compare_digest(mac, want):
             raise FrameError("bad_mac", "frame authentication failed (wrong cluster key?)")
     else:
