@@ -35,7 +35,9 @@ Rules of this module:
    state never die, and a full collection no longer walks them (measured: 40-100 ms pauses
    became 2-20 ms).
 7. Timers are the loop's timers; ``now()`` is the loop's monotonic clock; ``rng`` is a
-   ``random.Random`` seeded from the OS.
+   ``random.Random`` seeded from the OS. A timer set again to a later deadline keeps its
+   handle, which re-arms itself when it fires before the deadline (at most
+   ``TIMER_SLACK_S`` early counts as due).
 8. Client requests reach the protocol through :meth:`NodeRuntime.execute`; a follower forwards
    to the leader over the peer connection; every request ends with a result or an error
    value, never an exception.
@@ -67,6 +69,9 @@ from quorumkit.protocols import resolve_protocol
 
 #: rule 5: a leader with at most this many client requests waiting commits on its loop
 LEADER_INLINE_MAX_WAITING = 2
+#: rule 7: a timer whose handle fires at most this early counts as due (uvloop's timers
+#: have millisecond resolution)
+TIMER_SLACK_S = 0.001
 log = logging.getLogger("quorumkit.node")
 
 
@@ -153,6 +158,8 @@ class RuntimeContext(Context):
         #: effects of the input being handled (the runtime files them when it returns)
         self.effects: list[_Effect] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: when each timer is due (its handle may be due earlier, and re-arms: rule 7)
+        self._deadlines: dict[str, float] = {}
 
     def now(self) -> float:
         return self._rt.loop.time()
@@ -175,12 +182,33 @@ class RuntimeContext(Context):
         return False
 
     def set_timer(self, name: str, delay_s: float) -> None:
-        old = self._timers.pop(name, None)
+        """Rule 7: a timer set again to fire later keeps its handle and only moves its
+        deadline; the handle, when it fires early, re-arms itself for the deadline (a
+        follower resets its election timer on every AppendEntries: no cancel and new handle
+        each time)."""
+        loop = self._rt.loop
+        deadline = loop.time() + delay_s
+        self._deadlines[name] = deadline
+        old = self._timers.get(name)
         if old is not None:
+            if old.when() <= deadline:
+                return
             old.cancel()
-        self._timers[name] = self._rt.loop.call_later(delay_s, self._rt.on_timer, name)
+        self._timers[name] = loop.call_at(deadline, self._fire, name)
+
+    def _fire(self, name: str) -> None:
+        loop = self._rt.loop
+        deadline = self._deadlines.get(name)
+        if deadline is None:
+            return
+        if deadline - loop.time() > TIMER_SLACK_S:  # moved on since this handle was made
+            self._timers[name] = loop.call_at(deadline, self._fire, name)
+            return
+        del self._timers[name], self._deadlines[name]
+        self._rt.on_timer(name)
 
     def cancel_timer(self, name: str) -> None:
+        self._deadlines.pop(name, None)
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
@@ -195,6 +223,7 @@ class RuntimeContext(Context):
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        self._deadlines.clear()
 
 
 class NodeRuntime:
@@ -347,7 +376,6 @@ class NodeRuntime:
             self._input(partial(self.protocol.on_persisted, self.ctx, token))
 
     def on_timer(self, name: str) -> None:
-        self.ctx._timers.pop(name, None)
         self._input(lambda: self.protocol.on_timer(self.ctx, name))
 
     def on_peer_message(self, src: str, msg: Any) -> None:
