@@ -86,3 +86,18 @@ def test_expansion_zero_snapshots_by_count_alone(protocol: str) -> None:
 def test_a_bad_expansion_is_refused(config: Any, bad: Any) -> None:
     with pytest.raises(ConfigError, match="snapshot_expansion"):
         config.from_options(snapshot_expansion=bad)
+
+
+@pytest.mark.parametrize("config", [RaftConfig, PaxosConfig])
+@pytest.mark.parametrize("good", [0, 0.5, 2, 3.25])
+def test_an_expansion_may_be_a_fraction_for_every_protocol(config: Any, good: Any) -> None:
+    """``--option snapshot_expansion=0.5`` reaches from_options as a float: Raft and Paxos
+    share one type rule (Paxos once refused every non-int value)."""
+    assert config.from_options(snapshot_expansion=good).snapshot_expansion == good
+
+
+@pytest.mark.parametrize("config", [RaftConfig, PaxosConfig])
+@pytest.mark.parametrize("bad", [64.0, True, "64"])
+def test_an_int_option_still_takes_only_an_int(config: Any, bad: Any) -> None:
+    with pytest.raises(ConfigError, match="must be int"):
+        config.from_options(snapshot_threshold=bad)

@@ -35,6 +35,26 @@ def unsafe_names(value: Any, label: str, *, comma_separated: bool = True) -> fro
     return frozenset(value)
 
 
+def check_option_types(
+    defaults: Any,
+    options: dict[str, Any],
+    label: str,
+    *,
+    exact: tuple[type, ...] = (int, bool),
+    skip: frozenset[str] = frozenset(),
+) -> None:
+    """ConfigError for an option whose default is of a type in ``exact`` (int, bool: ``True``
+    is an int to Python, ``"8"`` and ``8.0`` are not config ints) but whose value is not of
+    exactly that type. Other fields (a float ratio, a tuple) are checked by the config itself;
+    ``unsafe`` and the names in ``skip`` are the caller's."""
+    for name, value in options.items():
+        if name == "unsafe" or name in skip:
+            continue
+        want = type(getattr(defaults, name))
+        if want in exact and type(value) is not want:
+            raise ConfigError(f"{label} option {name} must be {want.__name__}, got {value!r}")
+
+
 def check_non_negative_number(name: str, value: Any) -> None:
     """ConfigError unless ``value`` is an int or float >= 0 (a bool is not a number here)."""
     if isinstance(value, bool) or not (isinstance(value, (int, float)) and value >= 0):

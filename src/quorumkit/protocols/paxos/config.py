@@ -8,6 +8,7 @@ from typing import Any
 from quorumkit.errors import ConfigError
 from quorumkit.protocols.options import (
     check_non_negative_number,
+    check_option_types,
     reject_unknown_options,
     unsafe_names,
 )
@@ -86,7 +87,5 @@ class PaxosConfig:
         reject_unknown_options(cls, options, "Paxos")
         if "unsafe" in options:
             options["unsafe"] = unsafe_names(options["unsafe"], "Paxos")
-        for name, value in options.items():
-            if name != "unsafe" and (type(value) is not int):
-                raise ConfigError(f"Paxos option {name} must be int, got {value!r}")
+        check_option_types(cls(), options, "Paxos")
         return cls(**options)

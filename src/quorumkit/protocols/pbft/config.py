@@ -6,7 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quorumkit.errors import ConfigError
-from quorumkit.protocols.options import reject_unknown_options, unsafe_names
+from quorumkit.protocols.options import (
+    check_option_types,
+    reject_unknown_options,
+    unsafe_names,
+)
 
 #: Known-unsafe variants, each lifting a guarantee on purpose.
 UNSAFE_VARIANTS: dict[str, str] = {
@@ -134,13 +138,14 @@ class PbftConfig:
         reject_unknown_options(cls, options, "PBFT")
         if "unsafe" in options:
             options["unsafe"] = unsafe_names(options["unsafe"], "PBFT")
-        defaults = cls()
-        for name, value in options.items():
-            if name in ("unsafe", "f", "watermark_window", "keys", "key_file"):
-                continue
-            want = type(getattr(defaults, name))
-            if want in (int, bool, str) and type(value) is not want:
-                raise ConfigError(f"PBFT option {name} must be {want.__name__}, got {value!r}")
+        # f and watermark_window default to None; keys and key_file are paths (below)
+        check_option_types(
+            cls(),
+            options,
+            "PBFT",
+            exact=(int, bool, str),
+            skip=frozenset({"f", "watermark_window", "keys", "key_file"}),
+        )
         for name in ("f", "watermark_window"):
             value = options.get(name)
             if value is not None and type(value) is not int:

@@ -8,6 +8,7 @@ from typing import Any
 from quorumkit.errors import ConfigError
 from quorumkit.protocols.options import (
     check_non_negative_number,
+    check_option_types,
     reject_unknown_options,
     unsafe_names,
 )
@@ -101,9 +102,5 @@ class RaftConfig:
             options["unsafe"] = unsafe_names(options["unsafe"], "Raft", comma_separated=False)
         if options.get("initial_voters") is not None:
             options["initial_voters"] = tuple(options["initial_voters"])
-        defaults = cls()
-        for name, value in options.items():
-            want = type(getattr(defaults, name))
-            if want in (int, bool) and (type(value) is not want):
-                raise ConfigError(f"Raft option {name} must be {want.__name__}, got {value!r}")
+        check_option_types(cls(), options, "Raft")
         return cls(**options)
