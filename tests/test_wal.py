@@ -36,6 +36,7 @@ from quorumkit.net.wal import (
     BATCH_HEADER_BYTES,
     MIN_SEGMENT_BYTES,
     OP_APPEND,
+    OP_HARD,
     OP_MARK,
     OP_TRUNCATE,
     SEGMENT_HEADER_BYTES,
@@ -168,19 +169,23 @@ def test_a_data_dir_keeps_the_layout_it_was_created_with(tmp_path: Path) -> None
             env.close()
 
 
-def test_a_commit_of_log_entries_is_one_wal_record_and_no_lmdb_transaction(tmp_path: Path) -> None:
+def test_a_commit_of_hard_state_and_log_entries_is_one_wal_record_and_no_lmdb_transaction(
+    tmp_path: Path,
+) -> None:
     with wal_storage(tmp_path, wal_segment_bytes=1 << 20) as s:
+        env_txn = s._env.info()["last_txnid"]
         s.put("hard", (1, None))
         s.flush()
-        env_txn = s._env.info()["last_txnid"]
         for i in range(1, 51):
             s.log_append(i, [E(1, i)])
         s.log_truncate(40)
+        s.put("commit", 39, sync=False)
         s.flush()
         assert s._env.info()["last_txnid"] == env_txn
         assert s.load().log == [E(1, i) for i in range(1, 40)]
+        assert s.load().hard == {"hard": (1, None), "commit": 39}
     (seg,) = segments(tmp_path)
-    assert [seq for _, seq, _ in records(seg)] == [1]
+    assert [seq for _, seq, _ in records(seg)] == [1, 2]
 
 
 def test_segments_roll_over_and_compacted_ones_are_deleted(tmp_path: Path) -> None:
@@ -465,6 +470,122 @@ def test_a_killed_process_keeps_every_acknowledged_commit(tmp_path: Path) -> Non
     assert loaded.hard["hard"][0] >= acked - acked % 7
 
 
+# ----------------------------------------------------------------------------- hard state
+
+
+def lmdb_hard(where: Path | LMDBStorage) -> tuple[dict[str, Any], Any]:
+    """What LMDB itself holds: the hard-state db, and meta ``hard_seq`` (through the storage's
+    own environment while it is open: LMDB allows one per process)."""
+    opened = isinstance(where, LMDBStorage)
+    env = where._env if opened else lmdb.open(str(where), max_dbs=3, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            hard_db = env.open_db(b"hard", txn=txn, create=False)
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            hard = {bytes(k).decode(): codec.decode(bytes(v)[5:]) for k, v in txn.cursor(hard_db)}
+            seq = txn.get(b"hard_seq", db=meta)
+            return hard, None if seq is None else codec.decode(bytes(seq)[5:])
+    finally:
+        if not opened:
+            env.close()
+
+
+def test_hard_state_lives_in_wal_records_until_a_snapshot_moves_it_into_lmdb(
+    tmp_path: Path,
+) -> None:
+    """A hard-state write costs no LMDB transaction; the snapshot that deletes the segments
+    holding those values first writes them to LMDB, so they outlive their segments."""
+    with wal_storage(tmp_path, wal_segment_bytes=MIN_SEGMENT_BYTES) as s:
+        s.put("term", 3)
+        for i in range(1, 41):
+            s.log_append(i, [E(3, "x" * 30)])
+            s.put("commit", i, sync=False)
+            s.flush()
+        assert lmdb_hard(s)[0] == {}  # nothing in LMDB yet
+        assert len(segments(tmp_path)) > 5
+        s.save_snapshot("S", 38)
+        s.flush()
+        assert len(segments(tmp_path)) <= 2  # the segments with term=3 are gone
+        hard, seq = lmdb_hard(s)
+        assert hard == {"term": 3, "commit": 40}
+        assert seq == 41  # the snapshot batch's own WAL record (40 batches before it)
+        s.put("commit", 41, sync=False)
+        s.flush()
+    with wal_storage(tmp_path) as s:
+        assert s.load().hard == {"term": 3, "commit": 41}  # the WAL's is newer than LMDB's
+    assert lmdb_hard(tmp_path)[0]["commit"] == 40
+
+
+def test_hard_state_in_the_wal_older_than_lmdbs_does_not_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A snapshot batch writes LMDB (hard state included) before its WAL record. When that
+    record is lost, LMDB's values stand; WAL records before it hold older ones."""
+    with wal_storage(tmp_path) as s:
+        s.log_append(1, [E(1, i) for i in range(10)])
+        s.put("vote", "n1")
+        s.flush()
+        s.put("vote", "n2")
+        s.flush()
+
+        def broken(*args: Any, **kwargs: Any) -> int:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(s._wal, "append", broken)
+        s.put("vote", "n3")
+        s.save_snapshot("S4", 4)
+        with pytest.raises(OSError):
+            s.flush()
+    monkeypatch.undo()
+    assert lmdb_hard(tmp_path) == ({"vote": "n3"}, 3)
+    with wal_storage(tmp_path) as s:
+        loaded = s.load()
+        # never acknowledged, and ahead: as before, LMDB's hard state may run ahead of the log
+        assert loaded.hard == {"vote": "n3"}
+        assert (loaded.snapshot, loaded.log_start) == (None, 1)
+
+
+def test_a_torn_record_holding_hard_state_is_repaired_and_the_value_before_it_stands(
+    tmp_path: Path,
+) -> None:
+    with wal_storage(tmp_path, wal_segment_bytes=1 << 20) as s:
+        s.put("term", 1)
+        s.flush()
+        s.put("term", 2)
+        s.flush()
+    (seg,) = segments(tmp_path)
+    offset, _, _ = records(seg)[-1]
+    flip(seg, offset + BATCH_HEADER_BYTES + 3)
+    with wal_storage(tmp_path) as s:
+        assert s.load().hard == {"term": 1}
+
+
+def test_a_data_dir_whose_wal_held_only_hard_state_refuses_to_start_without_it(
+    tmp_path: Path,
+) -> None:
+    """The votes are in the WAL now: a data dir that lost wal/ must not start over."""
+    with wal_storage(tmp_path) as s:
+        s.put("vote", "n1")
+        s.flush()
+    shutil.rmtree(tmp_path / "wal")
+    with pytest.raises(CorruptStorage, match="wal/ is gone"):
+        wal_storage(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "ops",
+    [
+        [(OP_HARD, 5, (b"k", b"v"))],  # a hard-state value has no index
+        [(OP_HARD, 0, (b"k",))],
+        [(OP_HARD, 0, (b"k", b"v", b"w"))],
+        [(OP_HARD, 0, (b"", b"v"))],
+    ],
+)
+def test_a_malformed_hard_state_operation_does_not_decode(ops: list[Any]) -> None:
+    with pytest.raises(ValueError, match="hard-state value"):
+        parse_ops(encode_ops(ops))
+
+
 # ----------------------------------------------------------------------------- the decoder
 
 ops_strategy = st.lists(
@@ -476,6 +597,11 @@ ops_strategy = st.lists(
         ),
         st.tuples(st.just(OP_TRUNCATE), st.integers(1, 2**62), st.just(())),
         st.tuples(st.just(OP_MARK), st.integers(0, 2**62), st.just(())),
+        st.tuples(
+            st.just(OP_HARD),
+            st.just(0),
+            st.tuples(st.binary(min_size=1, max_size=8), st.binary(max_size=20)),
+        ),
     ),
     max_size=8,
 )

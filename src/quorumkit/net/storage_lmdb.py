@@ -37,18 +37,22 @@ the WAL layout, ``wal/``. Two layouts, recorded in ``meta/format`` (a data dir k
 it was created with):
 
 * :data:`FORMAT_VERSION` (1, the default): everything in LMDB, as below;
-* :data:`FORMAT_WAL` (2, ``wal=True``, what the runtime uses): hard state and snapshots in
-  LMDB, log entries in the write-ahead log of :mod:`quorumkit.net.wal`: one record and one
+* :data:`FORMAT_WAL` (2, ``wal=True``, what the runtime uses): log entries and hard state in
+  the write-ahead log of :mod:`quorumkit.net.wal`, snapshots in LMDB: one record and one
   ``fdatasync`` per commit into a preallocated file instead of an LMDB transaction's two
   flushes of copy-on-write pages (0.08-0.09 ms against 0.19-0.24 ms per commit on a quiet
   disk here, 4 ms against 8 ms when other work saturates it; the module docstring of
-  :mod:`quorumkit.net.wal` has the details). A commit writes LMDB first (hard state, the new
-  snapshot), then the WAL record, so hard state is never behind the log and a snapshot counts
+  :mod:`quorumkit.net.wal` has the details). A commit is one WAL record holding the batch's
+  log operations and hard-state values. A commit that saves a snapshot writes LMDB first (the
+  new snapshot, and every hard-state value whose newest copy is in the WAL, with meta
+  ``hard_seq`` = the batch's WAL sequence number), then its WAL record, so a snapshot counts
   only once the WAL record that moves the log start past it is durable: ``meta`` keeps two
   snapshot slots, ``snapshot_0`` and ``snapshot_1``, each ``upto (8) | WAL batch seq (8) |
-  snapshot``; the newest slot whose WAL batch is durable is the snapshot. A torn WAL tail (the
-  last, unacknowledged write of a crash) is repaired at open and logged; other WAL damage
-  raises :class:`CorruptStorage` naming the WAL file and the batch record.
+  snapshot``; the newest slot whose WAL batch is durable is the snapshot. Only such a commit
+  deletes WAL segments, so no hard-state value is deleted with them. At load, hard-state
+  values in WAL records after ``hard_seq`` override LMDB's. A torn WAL tail (the last,
+  unacknowledged write of a crash) is repaired at open and logged; other WAL damage raises
+  :class:`CorruptStorage` naming the WAL file and the batch record.
 
 Layout 1 in detail. Named sub-databases:
 
@@ -88,6 +92,7 @@ from quorumkit.net.wal import (
     DEFAULT_SEGMENT_BYTES,
     MIN_SEGMENT_BYTES,
     OP_APPEND,
+    OP_HARD,
     OP_MARK,
     OP_TRUNCATE,
     WalCorrupt,
@@ -138,7 +143,10 @@ _M_LOG_NEXT: Final = b"log_next"
 _M_SNAPSHOT: Final = b"snapshot"
 _META_KEYS: Final = frozenset({_M_FORMAT, _M_LOG_START, _M_LOG_NEXT, _M_SNAPSHOT})
 _M_SLOTS: Final = (b"snapshot_0", b"snapshot_1")
-_META_KEYS_WAL: Final = frozenset({_M_FORMAT, *_M_SLOTS})
+#: WAL layout: hard-state values in WAL records of batches after this sequence number are
+#: newer than LMDB's (and present: a data dir that has it once had a WAL)
+_M_HARD_SEQ: Final = b"hard_seq"
+_META_KEYS_WAL: Final = frozenset({_M_FORMAT, *_M_SLOTS, _M_HARD_SEQ})
 _SLOT_HEAD: Final = struct.Struct(">QQ")  # upto, WAL batch seq
 
 _HEADER: Final = struct.Struct(">BI")  # format byte, CRC-32
@@ -384,6 +392,8 @@ class LMDBStorage(Storage):
         self._env_lock = threading.Lock()  # no read txn while the map is resized
         # pending batch (loop thread)
         self._pending_hard: dict[bytes, bytes] = {}
+        #: WAL layout: hard-state values whose newest copy is in a WAL record (commit thread)
+        self._wal_hard: dict[bytes, bytes] = {}
         self._pending_log: list[_LogOp] = []
         self._pending_ops = 0
         self._pending_sync = False
@@ -681,14 +691,36 @@ class LMDBStorage(Storage):
         hard: dict[str, Any] = {}
         for key, record in txn.cursor(db=self._dbs[_HARD]):
             key = bytes(key)
-            try:
-                name = key.decode("utf-8")
-            except UnicodeDecodeError:
-                raise CorruptStorage(
-                    self.path, "key is not UTF-8", db="hard", record=f"hard state key {key!r:.60}"
-                ) from None
+            name = self._hard_name(key)
             hard[name] = self._decode(_HARD, key, bytes(record), f"hard state {name!r}")
         return hard
+
+    def _hard_name(self, key: bytes) -> str:
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptStorage(
+                self.path, "key is not UTF-8", db="hard", record=f"hard state key {key!r:.60}"
+            ) from None
+
+    def _decode_wal_value(self, key: bytes, value: bytes, seq: int) -> Any:
+        try:
+            return codec.decode(value)
+        except DecodeError as exc:
+            raise CorruptStorage(
+                self.path,
+                f"does not decode ({exc})",
+                record=f"WAL batch record {seq}, hard state {key!r:.60}",
+            ) from None
+
+    def _hard_seq(self, txn: _Txn) -> int | None:
+        """WAL layout: meta ``hard_seq`` (None: not written yet)."""
+        seq = self._meta(txn, _M_HARD_SEQ)
+        if seq is not None and (type(seq) is not int or seq < 0):
+            raise CorruptStorage(
+                self.path, f"not a batch number: {seq!r:.40}", db="meta", record="hard_seq"
+            )
+        return seq
 
     # -- the WAL layout ----------------------------------------------------------------------
     def _wal_corrupt(self, exc: WalCorrupt) -> CorruptStorage:
@@ -700,7 +732,8 @@ class LMDBStorage(Storage):
         if not (self.path / WAL_DIR).exists():
             with self._env.begin() as txn:
                 used = txn.cursor(db=self._dbs[_HARD]).first() or any(
-                    txn.get(key, db=self._dbs[_META]) is not None for key in _M_SLOTS
+                    txn.get(key, db=self._dbs[_META]) is not None
+                    for key in (*_M_SLOTS, _M_HARD_SEQ)
                 )
             if used:  # not a creation interrupted before wal/ existed: the log was removed
                 raise CorruptStorage(
@@ -727,6 +760,14 @@ class LMDBStorage(Storage):
                     record="log entry",
                 )
             slots = [self._read_slot(txn, i) for i in range(len(_M_SLOTS))]
+            hard_seq = self._hard_seq(txn)
+        if hard_seq is None:  # a new data dir (or one from before hard state in the WAL)
+            hard_seq = 0
+            with self._env.begin(write=True) as txn:
+                txn.put(
+                    _M_HARD_SEQ, _seal(_META, _M_HARD_SEQ, codec.encode(0)), db=self._dbs[_META]
+                )
+        self._wal_hard = {k: v for k, (seq, v) in image.hard.items() if seq > hard_seq}
         orphans = [i for i, slot in enumerate(slots) if slot and slot[1] > image.last_seq]
         if orphans:
             # LMDB committed, the WAL record of that commit did not: never acknowledged
@@ -805,11 +846,15 @@ class LMDBStorage(Storage):
                     with self._env.begin() as txn:
                         self._read_format(txn)
                         hard = self._load_hard(txn)
+                        hard_seq = self._hard_seq(txn) or 0
                         slots = [self._read_slot(txn, i) for i in range(len(_M_SLOTS))]
                 except (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.BadValsizeError) as exc:
                     raise CorruptStorage(self.path, f"LMDB reports damage ({exc})") from None
                 except lmdb.Error as exc:
                     raise StorageError(f"cannot read storage in {self.path}: {exc}") from None
+        for key, (seq, value) in image.hard.items():
+            if seq > hard_seq:  # newer than LMDB's copy (rule: see _write_wal)
+                hard[self._hard_name(key)] = self._decode_wal_value(key, value, seq)
         durable = [s if s is not None and s[1] <= image.last_seq else None for s in slots]
         live = self._live_slot(durable, image.start)
         snapshot = None
@@ -1059,7 +1104,15 @@ class LMDBStorage(Storage):
         return start, nxt, written, fsync_s
 
     def _write_wal(self, batch: Batch) -> tuple[int, int, int, float]:
-        """The WAL layout: LMDB (hard state, a new snapshot) first, then one WAL record."""
+        """The WAL layout: one WAL record, and before it an LMDB transaction when the batch
+        saves a snapshot.
+
+        Hard-state values go into the batch's WAL record (one fsync for the whole batch;
+        Multi-Paxos's decided prefix and Raft's votes no longer cost an LMDB commit as well).
+        A batch that saves a snapshot writes LMDB anyway, and it is the only kind that deletes
+        WAL segments: its transaction takes every hard-state value whose newest copy is in
+        the WAL, with ``hard_seq`` = its own WAL sequence number. At load, values in WAL
+        records after ``hard_seq`` override LMDB's; older ones are already in LMDB."""
         wal = self._wal
         assert wal is not None
         start, nxt = self._d_start, self._d_next
@@ -1088,14 +1141,18 @@ class LMDBStorage(Storage):
         written = 0
         fsync_s = 0.0
         slot = -1
-        if batch.hard or snap is not None:
+        if snap is None:
+            ops.extend((OP_HARD, 0, (key, payload)) for key, payload in batch.hard.items())
+        else:
             seq = wal.next_seq
             txn = self._env.begin(write=True)
             try:
-                for key, payload in batch.hard.items():
+                for key, payload in {**self._wal_hard, **batch.hard}.items():
                     record = _seal(_HARD, key, payload)
                     txn.put(key, record, db=self._dbs[_HARD])
                     written += len(key) + len(record)
+                record = _seal(_META, _M_HARD_SEQ, codec.encode(seq))
+                txn.put(_M_HARD_SEQ, record, db=self._dbs[_META])
                 if snap is not None:
                     slot = 1 - self._slot_live if self._slot_live >= 0 else 0
                     key = _M_SLOTS[slot]
@@ -1108,10 +1165,13 @@ class LMDBStorage(Storage):
             except BaseException:
                 txn.abort()
                 raise
+            self._wal_hard.clear()
         if ops:
             began = time.perf_counter()
             written += wal.append(ops)
             fsync_s += time.perf_counter() - began
+            if snap is None:
+                self._wal_hard.update(batch.hard)
         if slot >= 0:
             self._slot_seq[slot] = wal.next_seq - 1
             self._slot_live = slot

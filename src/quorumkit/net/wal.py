@@ -8,8 +8,10 @@ commit at the same moment, 8 ms when other work saturates the disk (each flush t
 4 ms). Appending the same entry to a preallocated file and calling ``fdatasync`` costs
 0.08-0.09 ms quiet and 4 ms saturated: one small sequential write, one flush, no file-size
 change. In a 3-node cluster at one request in flight, median latency went from 1.81-1.85 ms
-(LMDB) to 1.39-1.58 ms (WAL). The log is what every write pays for; hard state and snapshots
-(rare, small or large) stay in LMDB (:mod:`.storage_lmdb`).
+(LMDB) to 1.39-1.58 ms (WAL). The log is what every write pays for. Hard-state values ride
+in the same records (Multi-Paxos writes its decided prefix with every batch); snapshots (rare,
+large) go to LMDB, which also takes the hard state when a snapshot lets old segments be
+deleted (:mod:`.storage_lmdb`).
 
 Rules of this module:
 
@@ -25,9 +27,12 @@ Rules of this module:
    the payload, zero padding to a multiple of 8 bytes. ``seq`` counts batches from 1 without
    gaps across segments; the header CRC covers the segment number, so a record copied from
    another segment does not verify. The payload is a sequence of operations: ``A`` append
-   (index, entries), ``T`` truncate (index), ``M`` compaction mark (snapshot up to index).
-   A batch is all or nothing: its operations count only if its record verifies.
-3. Replaying the records in order gives the log (first index, entries, next index); entries
+   (index, entries), ``T`` truncate (index), ``M`` compaction mark (snapshot up to index),
+   ``H`` hard-state value (key, value; the storage decides which of them count, see
+   :mod:`.storage_lmdb`). A batch is all or nothing: its operations count only if its record
+   verifies.
+3. Replaying the records in order gives the log (first index, entries, next index) and, per
+   hard-state key, its last value with the sequence number of its batch; entries and values
    are opaque bytes here (the storage encodes and decodes them).
 4. **Start-up check.** Every record is verified. The first record that does not verify ends
    the log only if nothing durable can lie after it: it is in the newest segment and no valid
@@ -92,6 +97,7 @@ _ALIGN: Final = 8
 OP_APPEND: Final = 0x41  # "A"
 OP_TRUNCATE: Final = 0x54  # "T"
 OP_MARK: Final = 0x4D  # "M"
+OP_HARD: Final = 0x48  # "H"
 _OP_HEAD: Final = struct.Struct(">BQ")
 _COUNT: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
@@ -99,8 +105,8 @@ _MAX_INDEX: Final = (1 << 63) - 1
 
 _NAME: Final = re.compile(r"^(\d{16})\.wal$")
 
-#: One operation: ``(OP_APPEND, index, payloads)``, ``(OP_TRUNCATE, index, ())`` or
-#: ``(OP_MARK, upto, ())``.
+#: One operation: ``(OP_APPEND, index, payloads)``, ``(OP_TRUNCATE, index, ())``,
+#: ``(OP_MARK, upto, ())`` or ``(OP_HARD, 0, (key, value))``.
 WalOp = tuple[int, int, tuple[bytes, ...]]
 
 
@@ -129,7 +135,7 @@ def encode_ops(ops: Sequence[WalOp]) -> bytes:
     add = parts.append
     for kind, index, payloads in ops:
         add(_OP_HEAD.pack(kind, index))
-        if kind == OP_APPEND:
+        if kind == OP_APPEND or kind == OP_HARD:
             add(_COUNT.pack(len(payloads)))
             for p in payloads:
                 add(_COUNT.pack(len(p)))
@@ -146,9 +152,12 @@ def parse_ops(payload: bytes | memoryview) -> list[WalOp]:
         while pos < end:
             kind, index = _OP_HEAD.unpack_from(data, pos)
             pos += _OP_HEAD.size
-            if not 1 <= index <= _MAX_INDEX and not (kind == OP_MARK and index == 0):
+            if kind == OP_HARD:
+                if index != 0:
+                    raise ValueError(f"operation {len(ops)}: hard-state value with index {index}")
+            elif not 1 <= index <= _MAX_INDEX and not (kind == OP_MARK and index == 0):
                 raise ValueError(f"operation {len(ops)}: index {index} out of range")
-            if kind == OP_APPEND:
+            if kind == OP_APPEND or kind == OP_HARD:
                 (count,) = _COUNT.unpack_from(data, pos)
                 pos += _COUNT.size
                 if count > end - pos or index + count > _MAX_INDEX:
@@ -161,7 +170,11 @@ def parse_ops(payload: bytes | memoryview) -> list[WalOp]:
                         raise ValueError(f"operation {len(ops)}: entry of {n} bytes past the end")
                     entries.append(bytes(data[pos : pos + n]))
                     pos += n
-                ops.append((OP_APPEND, index, tuple(entries)))
+                if kind == OP_HARD and (count != 2 or not entries[0]):
+                    raise ValueError(
+                        f"operation {len(ops)}: a hard-state value is not (key, value)"
+                    )
+                ops.append((kind, index, tuple(entries)))
             elif kind in (OP_TRUNCATE, OP_MARK):
                 ops.append((kind, index, ()))
             else:
@@ -195,13 +208,15 @@ def batch_record(segment: int, seq: int, payload: bytes) -> bytes:
 class WalImage:
     """What the records say: the log from ``start`` to ``next - 1`` (``entries[i]`` has index
     ``start + i``), the last batch sequence number, and per kept segment the highest index
-    appended in it (0: none)."""
+    appended in it (0: none), and the hard-state values the records hold."""
 
     start: int = 1
     next: int = 1
     entries: list[bytes] = field(default_factory=list)
     last_seq: int = 0
     segment_max: dict[int, int] = field(default_factory=dict)
+    #: hard-state key -> (seq of the last batch that wrote it, value), in kept segments
+    hard: dict[bytes, tuple[int, bytes]] = field(default_factory=dict)
 
 
 class _Replay:
@@ -214,6 +229,8 @@ class _Replay:
 
     def apply(self, op: WalOp) -> str | None:
         kind, index, payloads = op
+        if kind == OP_HARD:  # not the log's: the scan collects these
+            return None
         if kind == OP_APPEND:
             if not self.start <= index <= self.next:
                 return f"append at {index} outside the log [{self.start}, {self.next}]"
@@ -337,6 +354,9 @@ class WriteAheadLog:
                         file, f"batch record {seq} at byte {offset}", str(exc)
                     ) from None
                 for op in ops:
+                    if op[0] == OP_HARD:
+                        image.hard[op[2][0]] = (seq, op[2][1])
+                        continue
                     problem = replay.apply(op)
                     if problem is not None:
                         raise WalCorrupt(file, f"batch record {seq} at byte {offset}", problem)
@@ -599,6 +619,8 @@ class WriteAheadLog:
         top = self.segment_max.get(self._segment, 0)
         start, nxt = self._start, self._next
         for kind, index, payloads in ops:
+            if kind == OP_HARD:
+                continue
             if kind == OP_APPEND:
                 nxt = index + len(payloads)
                 if payloads:
