@@ -31,6 +31,7 @@ from quorumkit.net.storage_lmdb import (
     CorruptStorage,
     LMDBStorage,
     StorageFailed,
+    _seal,
 )
 from quorumkit.net.wal import (
     BATCH_HEADER_BYTES,
@@ -570,6 +571,33 @@ def test_a_data_dir_whose_wal_held_only_hard_state_refuses_to_start_without_it(
     shutil.rmtree(tmp_path / "wal")
     with pytest.raises(CorruptStorage, match="wal/ is gone"):
         wal_storage(tmp_path)
+
+
+def test_a_data_dir_from_before_hard_state_in_the_wal_keeps_its_votes(tmp_path: Path) -> None:
+    """Data dirs written by an earlier quorumkit hold hard state in LMDB and no ``hard_seq``:
+    their values load, and values written now override them."""
+    with wal_storage(tmp_path) as s:
+        s.log_append(1, [E(1, "a")])
+        s.flush()
+    env = lmdb.open(str(tmp_path), max_dbs=3)
+    try:  # as the earlier layout left it
+        with env.begin(write=True) as txn:
+            hard = env.open_db(b"hard", txn=txn, create=False)
+            meta = env.open_db(b"meta", txn=txn, create=False)
+            txn.delete(b"hard_seq", db=meta)
+            txn.put(b"vote", _seal(b"hard", b"vote", codec.encode("n2")), db=hard)
+            txn.put(b"term", _seal(b"hard", b"term", codec.encode(4)), db=hard)
+    finally:
+        env.close()
+    with wal_storage(tmp_path) as s:
+        assert s.load().hard == {"vote": "n2", "term": 4}
+        s.put("term", 5)
+        s.flush()
+    with wal_storage(tmp_path) as s:
+        loaded = s.load()
+        assert loaded.hard == {"vote": "n2", "term": 5}
+        assert loaded.log == [E(1, "a")]
+    assert lmdb_hard(tmp_path) == ({"vote": "n2", "term": 4}, 0)  # the marker, written once
 
 
 @pytest.mark.parametrize(
