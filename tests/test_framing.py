@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -326,11 +327,18 @@ class _FakeConnection:
 def _receive(
     stream: bytes,
     key: bytes | None,
-    chunk: int | None = None,
+    sizes: Sequence[int] = (),
 ) -> tuple[list[tuple[str, Any]], dict[str, int], bool]:
-    """Feed ``stream`` to n2's transport as one incoming connection (in pieces of ``chunk``
-    bytes, as TCP may cut it, then the end of the stream); what it delivered."""
+    """Feed ``stream`` to n2's transport as one incoming connection, cut into pieces of
+    ``sizes`` bytes (the rest in one piece), as TCP may cut it, then the end of the stream;
+    what it delivered, what it counted, and whether it closed the connection."""
     got: list[tuple[str, Any]] = []
+    pieces = []
+    at = 0
+    for size in [*sizes, len(stream)]:
+        if at < len(stream):
+            pieces.append(stream[at : at + size])
+            at += size
 
     async def main() -> tuple[dict[str, int], bool]:
         t = Transport(
@@ -343,11 +351,10 @@ def _receive(
         conn = _FakeConnection()
         receiver = _PeerReceiver(t)
         receiver.connection_made(conn)  # type: ignore[arg-type]
-        step = chunk or max(1, len(stream))
-        for i in range(0, len(stream), step):
+        for piece in pieces:
             if conn.closed:
                 break
-            receiver.data_received(stream[i : i + step])
+            receiver.data_received(piece)
         if not conn.closed and not receiver.eof_received():
             conn.close()
         receiver.connection_lost(None)
@@ -395,7 +402,8 @@ def test_transport_puts_frames_together_from_any_cut_of_the_stream(chunk: int) -
     """TCP delivers bytes, not frames: a frame cut anywhere, or several frames in one read,
     arrive whole and in order."""
     frames = [make_frame("n1", "n2", m, KEY) for m in MESSAGES]
-    got, dropped, _ = _receive(b"".join(frames), KEY, chunk=chunk)
+    stream = b"".join(frames)
+    got, dropped, _ = _receive(stream, KEY, sizes=[chunk] * len(stream))
     assert got == [("n1", m) for m in MESSAGES]
     assert dropped == {}
 
@@ -418,34 +426,11 @@ def test_fuzz_the_receiver_delivers_the_valid_prefix_then_counts_one_reason(
     """Valid frames, then anything, cut into pieces anywhere: the valid frames arrive in
     order, nothing raises, and at most one reason is counted before the connection closes."""
     good = [make_frame("n1", "n2", m, KEY) for m in MESSAGES[:n_good]]
-    stream = b"".join(good) + garbage
-    got: list[tuple[str, Any]] = []
-
-    async def main() -> dict[str, int]:
-        t = Transport(
-            "n2",
-            {n: ("127.0.0.1", 1) for n in MEMBERS},
-            lambda src, msg: got.append((src, msg)),
-            key=KEY,
-            max_frame_bytes=1 << 16,
-        )
-        conn = _FakeConnection()
-        receiver = _PeerReceiver(t)
-        receiver.connection_made(conn)  # type: ignore[arg-type]
-        i = 0
-        for size in [*cuts, len(stream)]:
-            if conn.closed or i >= len(stream):
-                break
-            receiver.data_received(stream[i : i + size])
-            i += size
-        if not conn.closed:
-            receiver.eof_received()
-        return t.dropped
-
-    dropped = asyncio.run(main())
+    got, dropped, closed = _receive(b"".join(good) + garbage, KEY, sizes=cuts)
     assert got[:n_good] == [("n1", m) for m in MESSAGES[:n_good]]
     assert len(got) == n_good  # garbage never passes the MAC (2**-256)
     assert sum(dropped.values()) == (1 if garbage else 0)
+    assert closed
 
 
 def test_frame_mac_is_hmac_sha256_for_every_key_however_they_alternate() -> None:
