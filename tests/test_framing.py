@@ -439,3 +439,22 @@ def test_frame_mac_is_hmac_sha256_for_every_key_however_they_alternate() -> None
         for k in keys:
             body = b"body %d" % round_
             assert frame_mac(k, body) == hmac.new(k, body, hashlib.sha256).digest()
+
+
+def test_accepted_connections_are_bounded_and_the_one_too_many_is_counted() -> None:
+    async def main() -> tuple[list[bool], dict[str, int], int]:
+        t = Transport("n2", {n: ("127.0.0.1", 1) for n in MEMBERS}, lambda src, msg: None, key=KEY)
+        conns = [_FakeConnection() for _ in range(t.max_connections + 1)]
+        receivers = [_PeerReceiver(t) for _ in conns]
+        for conn, receiver in zip(conns, receivers, strict=True):
+            receiver.connection_made(conn)  # type: ignore[arg-type]
+        closed = [c.closed for c in conns]
+        receivers[0].connection_lost(None)  # one goes: there is room again
+        late = _FakeConnection()
+        _PeerReceiver(t).connection_made(late)  # type: ignore[arg-type]
+        return [*closed, late.closed], t.dropped, t.max_connections
+
+    closed, dropped, limit = asyncio.run(main())
+    assert limit == 8  # 4 per other member of three
+    assert closed == [False] * limit + [True, False]
+    assert dropped == {"too_many_connections": 1}

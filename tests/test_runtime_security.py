@@ -202,6 +202,29 @@ def test_a_flood_of_bad_connections_does_not_disturb_the_cluster(sec: RuntimeClu
         still_serving(c, n, "flood")
 
 
+def test_idle_connections_beyond_the_bound_are_refused_and_the_node_keeps_serving(
+    sec: RuntimeCluster,
+) -> None:
+    """Each accepted peer connection may buffer a frame up to the size limit before its MAC
+    is checked, so their number is bounded (4 per other member): the rest are closed and
+    counted. The node's real peers keep their connections."""
+    c = sec
+    node = c.ids[1]
+    socks = [
+        socket.create_connection(("127.0.0.1", c.spec(node).peer_port), timeout=5)
+        for _ in range(12)
+    ]
+    try:
+        c.wait(
+            lambda: dropped(c, node).get("too_many_connections", 0) >= 12 - 8 + 2,
+            "the connections beyond 8 (2 of them the real peers') refused and counted",
+        )
+        still_serving(c, node, "bounded")
+    finally:
+        for s in socks:
+            s.close()
+
+
 # -- without a cluster key: loopback peers only ------------------------------------------
 
 

@@ -8,7 +8,8 @@ Rules of this module:
    taken yet) is dropped and counted (consensus protocols retransmit).
 2. Every incoming frame is checked (length limit, MAC, decoding, sender) before it reaches the
    node; a bad frame closes that connection and bumps ``dropped[reason]``. The node keeps
-   serving.
+   serving. At most ``MAX_CONNECTIONS_PER_PEER`` accepted connections per other member are
+   open at once; one more is closed at once and counted (``too_many_connections``).
 3. Without a cluster key or mutual TLS, only peers on loopback addresses are accepted.
    With mutual TLS (``tls``, see :mod:`quorumkit.net.tls`) both ends verify the other's
    certificate: a connection to a peer whose certificate does not name that peer is closed,
@@ -58,6 +59,9 @@ MAX_UNSENT_BYTES = 32 * 1024 * 1024
 TLS_HANDSHAKE_TIMEOUT_S = 3.0
 #: seconds ``stop`` waits for the listening server to close
 STOP_WAIT_S = 2.0
+#: accepted peer connections open at once, per other member (rule 2: each may hold a frame
+#: of up to ``max_frame_bytes`` in its buffer before the frame's MAC can be checked)
+MAX_CONNECTIONS_PER_PEER = 4
 
 
 _SCALARS: Final = frozenset({int, str, bytes, bool, type(None)})
@@ -129,6 +133,14 @@ class _PeerReceiver(asyncio.Protocol):
             self._close()
             return
         if owner._closing:
+            self._close()
+            return
+        if len(owner._conns) >= owner.max_connections:
+            owner.count("too_many_connections")
+            log.warning(
+                "peer connection refused: %d peer connections are open already",
+                len(owner._conns),
+            )
             self._close()
             return
         owner._conns.add(self.transport)
@@ -209,6 +221,7 @@ class Transport:
         self._client_tls = client_context(tls) if tls else None
         self.max_frame_bytes = max_frame_bytes
         self.queue_limit = queue_limit
+        self.max_connections = MAX_CONNECTIONS_PER_PEER * max(1, len(peers) - 1)
         self.peers = {p: _Peer(p, h, port) for p, (h, port) in peers.items() if p != node_id}
         self._flush_scheduled = False
         # the last message encoded: a protocol often sends the same message to several peers
