@@ -544,6 +544,11 @@ def test_hard_state_in_the_wal_older_than_lmdbs_does_not_count(
         # never acknowledged, and ahead: as before, LMDB's hard state may run ahead of the log
         assert loaded.hard == {"vote": "n3"}
         assert (loaded.snapshot, loaded.log_start) == (None, 1)
+        # the next record takes the lost record's number (3): its values must still count
+        s.put("vote", "n4")
+        s.flush()
+    with wal_storage(tmp_path) as s:
+        assert s.load().hard == {"vote": "n4"}
 
 
 def test_a_torn_record_holding_hard_state_is_repaired_and_the_value_before_it_stands(

@@ -761,11 +761,17 @@ class LMDBStorage(Storage):
                 )
             slots = [self._read_slot(txn, i) for i in range(len(_M_SLOTS))]
             hard_seq = self._hard_seq(txn)
-        if hard_seq is None:  # a new data dir (or one from before hard state in the WAL)
-            hard_seq = 0
+        if hard_seq is None or hard_seq > image.last_seq:
+            # None: a new data dir (or one from before hard state in the WAL). Past the last
+            # record: LMDB committed a snapshot batch whose WAL record did not (never
+            # acknowledged); LMDB holds every value up to the last record, and the next
+            # record, which takes the lost one's number, must count as newer.
+            hard_seq = 0 if hard_seq is None else image.last_seq
             with self._env.begin(write=True) as txn:
                 txn.put(
-                    _M_HARD_SEQ, _seal(_META, _M_HARD_SEQ, codec.encode(0)), db=self._dbs[_META]
+                    _M_HARD_SEQ,
+                    _seal(_META, _M_HARD_SEQ, codec.encode(hard_seq)),
+                    db=self._dbs[_META],
                 )
         self._wal_hard = {k: v for k, (seq, v) in image.hard.items() if seq > hard_seq}
         orphans = [i for i, slot in enumerate(slots) if slot and slot[1] > image.last_seq]
