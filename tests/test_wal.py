@@ -566,6 +566,19 @@ def test_a_torn_record_holding_hard_state_is_repaired_and_the_value_before_it_st
         assert s.load().hard == {"term": 1}
 
 
+def test_a_record_that_verifies_but_holds_an_undecodable_hard_state_value_is_named(
+    tmp_path: Path,
+) -> None:
+    three_commits(tmp_path)
+    (seg,) = segments(tmp_path)
+    offset, seq, _ = records(seg)[-1]
+    payload = encode_ops([(OP_HARD, 0, (b"vote", b"\xc1"))])  # 0xc1: never valid msgpack
+    poke(seg, offset, batch_record(int(seg.stem), seq, payload) + bytes(64))
+    with wal_storage(tmp_path) as s, pytest.raises(CorruptStorage, match="'vote'") as info:
+        s.load()
+    assert f"WAL batch record {seq}" in str(info.value)
+
+
 def test_a_data_dir_whose_wal_held_only_hard_state_refuses_to_start_without_it(
     tmp_path: Path,
 ) -> None:
