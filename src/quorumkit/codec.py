@@ -103,23 +103,28 @@ _packers = _Packers()
 _KEEP_PACKER_BYTES = 1 << 20
 
 
+def _new_packer() -> msgpack.Packer:
+    """A Packer with the wire's options (the same bytes as ``msgpack.packb`` with them)."""
+    return msgpack.Packer(default=_default, use_bin_type=True)
+
+
 def _pack(obj: Any) -> bytes:
     local = _packers
     depth = local.depth
     stack = local.stack
     if depth == len(stack):
-        stack.append(msgpack.Packer(default=_default, use_bin_type=True))
+        stack.append(_new_packer())
     local.depth = depth + 1
     try:
         data: bytes = stack[depth].pack(obj)
     except BaseException:
         # a Packer that raised mid-message may hold part of it: never reuse it
-        stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)
+        stack[depth] = _new_packer()
         raise
     finally:
         local.depth = depth
     if len(data) > _KEEP_PACKER_BYTES:  # its buffer grew to this size: do not keep it
-        stack[depth] = msgpack.Packer(default=_default, use_bin_type=True)
+        stack[depth] = _new_packer()
     return data
 
 
