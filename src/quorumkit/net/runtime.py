@@ -62,7 +62,7 @@ from typing import Any
 from quorumkit.errors import ConfigError
 from quorumkit.net.messages import ClientForward, ClientForwardReply
 from quorumkit.net.metrics import Metrics
-from quorumkit.net.tls import TlsFiles, own_identity, server_context
+from quorumkit.net.tls import TlsFiles, names_text, own_identity, server_context
 from quorumkit.net.transport import Transport
 from quorumkit.protocol import ClientRequest, Context, Protocol
 from quorumkit.protocols import resolve_protocol
@@ -126,7 +126,7 @@ class NodeConfig:
             if self.node_id not in names:
                 raise ConfigError(
                     f"--tls-cert {self.tls.cert} is a certificate for "
-                    f"{', '.join(sorted(names)) or 'nobody'}, not for this node ({self.node_id}): "
+                    f"{names_text(names)}, not for this node ({self.node_id}): "
                     "its peers would refuse it"
                 )
             server_context(self.tls)  # unreadable or mismatched files fail here, before start

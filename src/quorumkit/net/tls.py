@@ -111,6 +111,11 @@ def certificate_names(peercert: dict[str, Any] | None) -> frozenset[str]:
     return frozenset(names)
 
 
+def names_text(names: frozenset[str]) -> str:
+    """The node ids a certificate names, for messages: ``n1, n2`` or ``nobody``."""
+    return ", ".join(sorted(names)) or "nobody"
+
+
 def own_identity(files: TlsFiles) -> frozenset[str]:
     """The names in this node's own certificate (to warn when they do not include its id)."""
     from cryptography import x509

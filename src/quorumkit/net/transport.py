@@ -48,7 +48,13 @@ from quorumkit.net.framing import (
     frame_encoded,
     parse_frame,
 )
-from quorumkit.net.tls import TlsFiles, certificate_names, client_context, server_context
+from quorumkit.net.tls import (
+    TlsFiles,
+    certificate_names,
+    client_context,
+    names_text,
+    server_context,
+)
 
 log = logging.getLogger("quorumkit.transport")
 
@@ -219,6 +225,8 @@ class Transport:
         # contexts are made here, so that bad files fail before the node starts (ConfigError)
         self._server_tls = server_context(tls) if tls else None
         self._client_tls = client_context(tls) if tls else None
+        #: asyncio refuses a handshake timeout without TLS
+        self._handshake_timeout_s = TLS_HANDSHAKE_TIMEOUT_S if tls else None
         self.max_frame_bytes = max_frame_bytes
         self.queue_limit = queue_limit
         self.max_connections = MAX_CONNECTIONS_PER_PEER * max(1, len(peers) - 1)
@@ -240,17 +248,13 @@ class Transport:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        if self._server_tls is None:
-            self.server = await loop.create_server(lambda: _PeerReceiver(self), host, port)
-        else:
-            self.server = await loop.create_server(
-                lambda: _PeerReceiver(self),
-                host,
-                port,
-                ssl=self._server_tls,
-                ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
-            )
+        self.server = await asyncio.get_running_loop().create_server(
+            lambda: _PeerReceiver(self),
+            host,
+            port,
+            ssl=self._server_tls,
+            ssl_handshake_timeout=self._handshake_timeout_s,
+        )
         for peer in self.peers.values():
             peer.task = asyncio.create_task(self._sender(peer), name=f"send-{peer.node_id}")
 
@@ -356,7 +360,7 @@ class Transport:
                         peer.node_id,
                         peer.host,
                         peer.port,
-                        ", ".join(sorted(names)) or "nobody",
+                        names_text(names),
                     )
                     writer.close()
                     writer = None
@@ -386,13 +390,11 @@ class Transport:
                     await writer.wait_closed()
 
     async def _dial(self, peer: _Peer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._client_tls is None:
-            return await asyncio.open_connection(peer.host, peer.port)
         return await asyncio.open_connection(
             peer.host,
             peer.port,
             ssl=self._client_tls,
-            ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S,
+            ssl_handshake_timeout=self._handshake_timeout_s,
         )
 
     # ------------------------------------------------------------------ receiving
@@ -415,7 +417,7 @@ class Transport:
             raise FrameError(
                 "tls_identity_mismatch",
                 f"frame from {frame.src} on a connection whose certificate names "
-                f"{', '.join(sorted(conn.identity)) or 'nobody'}",
+                f"{names_text(conn.identity)}",
             )
         if frame.src in self.drop_peers:
             self.count("fault_injected")
