@@ -96,6 +96,7 @@ from quorumkit.net.wal import (
     OP_MARK,
     OP_TRUNCATE,
     WalCorrupt,
+    WalImage,
     WalOp,
     WriteAheadLog,
 )
@@ -291,6 +292,12 @@ class Batch:
 
     def __len__(self) -> int:
         return self.ops
+
+
+def _newer_than_lmdb(image: WalImage, hard_seq: int) -> dict[bytes, tuple[int, bytes]]:
+    """WAL layout: the hard-state values (with their batch numbers) in WAL records after
+    ``hard_seq``, which override LMDB's; older ones are already in LMDB (see ``_write_wal``)."""
+    return {key: (seq, value) for key, (seq, value) in image.hard.items() if seq > hard_seq}
 
 
 def _check_index(name: str, value: object) -> int:
@@ -713,6 +720,9 @@ class LMDBStorage(Storage):
                 record=f"WAL batch record {seq}, hard state {key!r:.60}",
             ) from None
 
+    def _put_hard_seq(self, txn: _Txn, seq: int) -> None:
+        txn.put(_M_HARD_SEQ, _seal(_META, _M_HARD_SEQ, codec.encode(seq)), db=self._dbs[_META])
+
     def _hard_seq(self, txn: _Txn) -> int | None:
         """WAL layout: meta ``hard_seq`` (None: not written yet)."""
         seq = self._meta(txn, _M_HARD_SEQ)
@@ -768,12 +778,8 @@ class LMDBStorage(Storage):
             # record, which takes the lost one's number, must count as newer.
             hard_seq = 0 if hard_seq is None else image.last_seq
             with self._env.begin(write=True) as txn:
-                txn.put(
-                    _M_HARD_SEQ,
-                    _seal(_META, _M_HARD_SEQ, codec.encode(hard_seq)),
-                    db=self._dbs[_META],
-                )
-        self._wal_hard = {k: v for k, (seq, v) in image.hard.items() if seq > hard_seq}
+                self._put_hard_seq(txn, hard_seq)
+        self._wal_hard = {k: v for k, (_, v) in _newer_than_lmdb(image, hard_seq).items()}
         orphans = [i for i, slot in enumerate(slots) if slot and slot[1] > image.last_seq]
         if orphans:
             # LMDB committed, the WAL record of that commit did not: never acknowledged
@@ -858,9 +864,8 @@ class LMDBStorage(Storage):
                     raise CorruptStorage(self.path, f"LMDB reports damage ({exc})") from None
                 except lmdb.Error as exc:
                     raise StorageError(f"cannot read storage in {self.path}: {exc}") from None
-        for key, (seq, value) in image.hard.items():
-            if seq > hard_seq:  # newer than LMDB's copy (rule: see _write_wal)
-                hard[self._hard_name(key)] = self._decode_wal_value(key, value, seq)
+        for key, (seq, value) in _newer_than_lmdb(image, hard_seq).items():
+            hard[self._hard_name(key)] = self._decode_wal_value(key, value, seq)
         durable = [s if s is not None and s[1] <= image.last_seq else None for s in slots]
         live = self._live_slot(durable, image.start)
         snapshot = None
@@ -1157,14 +1162,12 @@ class LMDBStorage(Storage):
                     record = _seal(_HARD, key, payload)
                     txn.put(key, record, db=self._dbs[_HARD])
                     written += len(key) + len(record)
-                record = _seal(_META, _M_HARD_SEQ, codec.encode(seq))
-                txn.put(_M_HARD_SEQ, record, db=self._dbs[_META])
-                if snap is not None:
-                    slot = 1 - self._slot_live if self._slot_live >= 0 else 0
-                    key = _M_SLOTS[slot]
-                    record = _seal(_META, key, _SLOT_HEAD.pack(snap[0], seq) + snap[1])
-                    txn.put(key, record, db=self._dbs[_META])
-                    written += len(key) + len(record)
+                self._put_hard_seq(txn, seq)
+                slot = 1 - self._slot_live if self._slot_live >= 0 else 0
+                key = _M_SLOTS[slot]
+                record = _seal(_META, key, _SLOT_HEAD.pack(snap[0], seq) + snap[1])
+                txn.put(key, record, db=self._dbs[_META])
+                written += len(key) + len(record)
                 began = time.perf_counter()
                 txn.commit()
                 fsync_s += time.perf_counter() - began
