@@ -84,7 +84,6 @@ class Spread:
 
 class Metrics(Collector):
     def __init__(self, node_id: str) -> None:
-        self.node_id = node_id
         self.created = time.time()
         self.proposals = Count()
         #: client requests by outcome ("ok" or the error's name)
