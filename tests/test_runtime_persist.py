@@ -354,6 +354,45 @@ def test_a_leader_commits_on_its_loop_when_idle_and_on_its_thread_when_busy(
     run(main)
 
 
+@pytest.mark.parametrize("waiting", [1, 40])
+def test_a_commit_that_fails_stops_the_node_and_answers_every_waiting_request(
+    tmp_path: Path, waiting: int
+) -> None:
+    """Fail-stop (runtime rules 2 and 5): a node whose writes cannot be made durable answers
+    what waits with ``unavailable``, acknowledges nothing and stops, whether the fsync ran
+    on the loop (one request) or on the worker thread (many)."""
+
+    async def main() -> None:
+        peers = {"n1": ("127.0.0.1", free_port())}
+        rt = NodeRuntime(NodeConfig(node_id="n1", peers=peers, data_dir=tmp_path / "n1"))
+        fatal: list[bool] = []
+        rt.on_fatal = lambda: fatal.append(True)
+        await rt.start()
+        try:
+            await until(lambda: rt.protocol.status()["commit_index"] >= 1, "a leader")
+            assert await asyncio.wait_for(rt.execute(("put", "before", 1)), 20) is None
+            where: list[str] = []
+
+            def broken(batch: Any) -> None:
+                where.append(threading.current_thread().name)
+                raise OSError(5, "Input/output error")
+
+            rt.storage.commit = broken  # type: ignore[method-assign]
+            results = await asyncio.wait_for(
+                asyncio.gather(*(rt.execute(("put", f"k{i}", i)) for i in range(waiting))), 20
+            )
+            assert results == [{"error": "unavailable", "detail": "storage failed"}] * waiting
+            assert rt.failed and fatal == [True]
+            on_loop = where == [threading.current_thread().name]
+            assert on_loop == (waiting == 1), where
+            later = await asyncio.wait_for(rt.execute(("put", "after", 1)), 20)
+            assert later == {"error": "unavailable", "detail": "node stopping"}
+        finally:
+            await rt.stop()
+
+    run(main)
+
+
 def test_writes_made_without_sync_start_no_commit_and_hold_back_nothing(tmp_path: Path) -> None:
     """Runtime rule 2 and the contract's ``sync=False``: Multi-Paxos records its decided
     prefix unsynced. That write alone starts no commit (it cost the leader a second fsync per

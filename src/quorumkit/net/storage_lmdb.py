@@ -972,6 +972,11 @@ class LMDBStorage(Storage):
         """True when a pending call was made with ``sync=True``."""
         return self._pending_sync
 
+    @property
+    def pending_snapshot(self) -> bool:
+        """The pending operations save a snapshot (a large write)."""
+        return any(type(op) is _Snapshot for op in self._pending_log)
+
     def take_batch(self) -> Batch:
         """Return the pending operations as a :class:`Batch` and start a new, empty one."""
         self._check_usable()
@@ -982,7 +987,7 @@ class LMDBStorage(Storage):
             needs_sync=self._pending_sync,
             hard=self._pending_hard,
             log_ops=tuple(self._pending_log),
-            snapshot=any(type(op) is _Snapshot for op in self._pending_log),
+            snapshot=self.pending_snapshot,
         )
         self._pending_hard = {}
         self._pending_log = []
