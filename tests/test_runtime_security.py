@@ -559,6 +559,33 @@ def test_a_body_over_1_mib_is_refused_with_413_and_nothing_is_written(
     still_serving(c, n, f"413-{chunked}")
 
 
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_a_body_that_arrives_after_its_headers_is_read_whole(
+    sec: RuntimeCluster, pieces: int
+) -> None:
+    """The handler runs once the headers are in; a body still on its way is awaited (the
+    front end reads a body that came with its headers without awaiting)."""
+    c = sec
+    n = c.ids[0]
+    key = f"late-body-{pieces}"
+    body = b"0123456789abcdef" * 4
+    with socket.create_connection(("127.0.0.1", c.spec(n).http_port), timeout=15) as s:
+        head = f"PUT {kv_path(key)} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+        s.sendall(head.encode())
+        step = len(body) // pieces
+        for i in range(pieces):
+            time.sleep(0.15)
+            s.sendall(body[i * step : len(body) if i == pieces - 1 else (i + 1) * step])
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert c.value(n, key) == body.decode()
+
+
 def _chunked_put(port: int, path: str, body: bytes) -> int:
     with socket.create_connection(("127.0.0.1", port), timeout=15) as s:
         s.sendall(f"PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())

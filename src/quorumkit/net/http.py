@@ -119,7 +119,11 @@ class HttpFrontEnd:
     async def _body(self, request: web.Request) -> str | bytes:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             raise web.HTTPRequestEntityTooLarge(MAX_BODY_BYTES, request.content_length)
-        raw = await request.read()
+        content = request.content
+        if content.is_eof() and request.content_length is not None:
+            raw = content.read_nowait()  # the whole body has arrived (the usual case): no await
+        else:
+            raw = await request.read()
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
