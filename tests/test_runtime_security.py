@@ -576,12 +576,7 @@ def test_a_body_that_arrives_after_its_headers_is_read_whole(
         for i in range(pieces):
             time.sleep(0.15)
             s.sendall(body[i * step : len(body) if i == pieces - 1 else (i + 1) * step])
-        answer = b""
-        while b"\r\n\r\n" not in answer:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
+        answer = _read_until(s, b"\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert c.value(n, key) == body.decode()
 
@@ -596,13 +591,19 @@ def _chunked_put(port: int, path: str, body: bytes) -> int:
             s.sendall(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed early
-        head = b""
-        while b"\r\n" not in head:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            head += chunk
+        head = _read_until(s, b"\r\n")
     return int(head.split(b" ", 2)[1])
+
+
+def _read_until(s: socket.socket, marker: bytes) -> bytes:
+    """What the server sent until ``marker`` arrived or it closed the connection."""
+    got = b""
+    while marker not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
 
 
 @pytest.mark.parametrize(

@@ -438,8 +438,8 @@ class NodeRuntime:
     def _commit_turn(self) -> None:
         """Rule 5: after the turn of the loop whose inputs wrote, commit them on the loop, or
         wake the flusher task when a commit is in flight or the fsync belongs on the thread.
-        A plain callback: at C=1 the flusher's wake-up (Event, Future, Task step) cost the
-        follower and the leader each about 10 us per write."""
+        A plain callback: a commit on the loop no longer costs an Event, a Future and a Task
+        step (at C=1, once per write on the leader and on each follower)."""
         self._commit_scheduled = False
         storage = self.storage
         if self._stopping or not (storage.pending_needs_sync or self.protocol.needs_flush):
