@@ -186,22 +186,16 @@ def _compile(tp: Any) -> Callable[[Any], Any]:
             return v
 
         return check_none
-    if tp is bool:
+    exact_type = _exact_type(tp)
+    if exact_type is not None:  # int, str, bytes, bool, a message type: no conversion
+        want: type[Any] = exact_type
 
-        def check_bool(v: Any) -> Any:
-            if type(v) is not bool:
-                raise DecodeError(f"expected bool, got {type(v).__name__}")
+        def check_exact(v: Any) -> Any:
+            if type(v) is not want:
+                raise DecodeError(f"expected {want.__name__}, got {type(v).__name__}")
             return v
 
-        return check_bool
-    if tp is int:
-
-        def check_int(v: Any) -> Any:
-            if type(v) is not int:
-                raise DecodeError(f"expected int, got {type(v).__name__}")
-            return v
-
-        return check_int
+        return check_exact
     if tp is float:
 
         def check_float(v: Any) -> Any:
@@ -212,22 +206,6 @@ def _compile(tp: Any) -> Callable[[Any], Any]:
             raise DecodeError(f"expected float, got {type(v).__name__}")
 
         return check_float
-    if tp in (str, bytes):
-
-        def check_exact(v: Any) -> Any:
-            if type(v) is not tp:
-                raise DecodeError(f"expected {tp.__name__}, got {type(v).__name__}")
-            return v
-
-        return check_exact
-    if tp in _TAGS:
-
-        def check_msg(v: Any) -> Any:
-            if type(v) is not tp:
-                raise DecodeError(f"expected {tp.__name__}, got {type(v).__name__}")
-            return v
-
-        return check_msg
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
