@@ -428,9 +428,10 @@ class NodeRuntime:
         except Exception:
             self._fail_stop()
 
-    def _busy_leader(self) -> bool:
-        """Rule 5: a leader with clients to serve during its fsync."""
-        return (
+    def _on_thread(self, snapshot: bool) -> bool:
+        """Rule 5: a commit goes to the worker thread when it saves a snapshot, or when a
+        leader has clients to serve during its fsync."""
+        return snapshot or (
             len(self._waiting) > LEADER_INLINE_MAX_WAITING
             and self.protocol.leader() == self.config.node_id
         )
@@ -444,7 +445,7 @@ class NodeRuntime:
         storage = self.storage
         if self._stopping or not (storage.pending_needs_sync or self.protocol.needs_flush):
             return
-        if self.committing or storage.pending_snapshot or self._busy_leader():
+        if self.committing or self._on_thread(storage.pending_snapshot):
             self._dirty.set()
             return
         try:
@@ -493,7 +494,7 @@ class NodeRuntime:
             self._dirty.clear()
             batch, waiting = self._begin_commit()
             t0 = time.perf_counter()
-            if batch.ops and (batch.snapshot or self._busy_leader()):
+            if batch.ops and self._on_thread(batch.snapshot):
                 # rule 5: a busy leader serves clients during its fsync
                 await self.loop.run_in_executor(self._io, storage.commit, batch)
             else:  # rule 5: nothing to do meanwhile: no thread hand-off
