@@ -19,7 +19,7 @@ def _samples(m: Metrics, dropped: dict[str, int] | None = None) -> dict[tuple[st
 
 
 def test_counters_gauges_and_outcomes_render_as_prometheus_text() -> None:
-    m = Metrics("n1")
+    m = Metrics()
     m.proposals.inc()
     m.proposals.inc()
     m.messages_sent.inc(5)
@@ -48,7 +48,7 @@ def test_counters_gauges_and_outcomes_render_as_prometheus_text() -> None:
 
 
 def test_histogram_buckets_are_cumulative_and_a_bound_belongs_to_its_bucket() -> None:
-    m = Metrics("n1")
+    m = Metrics()
     for v in (0.0001, 0.0005, 0.0007, 0.003, 7.0):
         m.fsync_seconds.observe(v)
     s = _samples(m)
@@ -76,7 +76,7 @@ def test_a_counter_refuses_to_go_down_and_bounds_must_increase() -> None:
 
 
 def test_the_last_report_of_dropped_frames_replaces_the_one_before() -> None:
-    m = Metrics("n1")
+    m = Metrics()
     _samples(m, {"bad_mac": 1})
     s = _samples(m, {"truncated": 2})
     assert ("quorumkit_dropped_frames", (("reason", "bad_mac"),)) not in s

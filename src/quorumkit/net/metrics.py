@@ -83,7 +83,7 @@ class Spread:
 
 
 class Metrics(Collector):
-    def __init__(self, node_id: str) -> None:
+    def __init__(self) -> None:
         self.created = time.time()
         self.proposals = Count()
         #: client requests by outcome ("ok" or the error's name)

@@ -241,7 +241,7 @@ class NodeRuntime:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.protocol_cls = resolve_protocol(config.protocol)
-        self.metrics = Metrics(config.node_id)
+        self.metrics = Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
         # log entries in the write-ahead log (storage_lmdb's FORMAT_WAL) for new data dirs
         self.storage = LMDBStorage(config.data_dir / "state", fsync=config.fsync, wal=True)
